@@ -1,0 +1,39 @@
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+
+setup(
+    name="transformers-sharegpt4v",
+    version="0.1.0",
+    description="ShareGPT4V vision-language models on the Hugging Face stack: model, processor, "
+    "conversion, corpora, TRL training and captioning at scale.",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["transformers_sharegpt4v", "transformers_sharegpt4v.*"]),
+    include_package_data=True,
+    package_data={"transformers_sharegpt4v": ["chat_templates/*.jinja", "recipes/*.yaml"]},
+    install_requires=[
+        # CPU wheels: `pip install torch==2.13.0` first on CPU-only machines; GPU users install the CUDA
+        # build of their choice (see README). A range keeps either satisfied without a re-install.
+        "torch>=2.6",
+        "transformers>=5.20,<6",
+        "huggingface_hub>=1.0",
+        "safetensors>=0.4",
+        "numpy",
+        "pillow>=10",
+        "tqdm",
+        "pyyaml",
+    ],
+    extras_require={
+        "train": ["trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+        "flash": ["flash-attn>=2.6"],
+        "test": ["pytest>=8", "sentencepiece", "protobuf", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+        "dev": ["pytest>=8", "sentencepiece", "protobuf", "ruff", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+    },
+    entry_points={"console_scripts": ["sharegpt4v=transformers_sharegpt4v.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
+)
