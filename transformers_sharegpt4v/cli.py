@@ -10,7 +10,14 @@ import sys
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("transformers_sharegpt4v.conversion", "convert a released or llava-hf checkpoint"),
+    "convert": ("transformers_sharegpt4v.conversion", "convert a released ShareGPT4V/LLaVA or llava-hf checkpoint"),
+    "push": ("transformers_sharegpt4v.hub", "upload a checkpoint folder (weights, code, processor, card) to the Hub"),
+    "data": ("transformers_sharegpt4v.corpora.cli", "build, validate, export, inspect and push caption corpora"),
+    "caption": ("transformers_sharegpt4v.captioning.cli", "caption images at scale (batched, resumable)"),
+    "init": ("transformers_sharegpt4v.training.init_model", "assemble a new checkpoint from a CLIP and a Llama"),
+    "train": ("transformers_sharegpt4v.training.cli", "train a stage (pretrain, finetune, captioner) on TRL"),
+    "merge-lora": ("transformers_sharegpt4v.training.merge", "merge a LoRA adapter into a full checkpoint"),
+    "demo": ("transformers_sharegpt4v.demo", "ShareGPT4V in miniature, end to end on a CPU"),
 }
 
 
