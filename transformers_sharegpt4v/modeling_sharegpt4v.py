@@ -24,6 +24,7 @@ from transformers.models.llava.modeling_llava import (
     LlavaModel,
     LlavaPreTrainedModel,
 )
+from transformers.utils import torch_compilable_check
 
 from .configuration_sharegpt4v import ShareGPT4VConfig
 
@@ -57,6 +58,34 @@ class ShareGPT4VModel(LlavaModel, ShareGPT4VPreTrainedModel):
     """
 
     config_class = ShareGPT4VConfig
+
+    def get_placeholder_mask(
+        self, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor, image_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Boolean mask (batch, seq, 1) of the image-token positions, checked against the image features.
+
+        Llava's own check reports `numel` as the feature count; this one names images and tokens.
+        """
+        if input_ids is None:
+            image_embedding = self.get_input_embeddings()(
+                torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+            )
+            special_image_mask = (inputs_embeds == image_embedding).all(-1)
+        else:
+            special_image_mask = input_ids == self.config.image_token_id
+        n_image_tokens = special_image_mask.sum()
+        n_features = image_features.shape[0]
+        per_image = self.config.image_seq_length
+        torch_compilable_check(
+            n_image_tokens == n_features,
+            lambda: (
+                f"Image features and image tokens do not match, tokens: {int(n_image_tokens)}, features: "
+                f"{n_features} ({n_features // per_image} image(s) x {per_image}). Each image needs exactly "
+                f"{per_image} image tokens (id {self.config.image_token_id}) in input_ids: build inputs with "
+                "ShareGPT4VProcessor."
+            ),
+        )
+        return special_image_mask.unsqueeze(-1).to(inputs_embeds.device)
 
 
 class ShareGPT4VForCausalLM(LlavaForConditionalGeneration, ShareGPT4VPreTrainedModel):
