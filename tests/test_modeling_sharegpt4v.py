@@ -10,7 +10,6 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config_kwargs
 from transformers import (
     AutoConfig,
     AutoModel,
