@@ -48,8 +48,8 @@ def test_wrong_caption_scores_low_and_chance_is_well_below_one():
     from transformers_sharegpt4v.demo.world import Scene, SceneObject
 
     scene = Scene((SceneObject("circle", "red", "large", "solid", "top left"),))
-    # right shape and cell, wrong size and colour: 3 of 5 stated facts hold
-    assert caption_scores("A small green circle is at the top left.", scene) == (0.6, 0.6)
+    # right shape, texture and cell, wrong size and colour: 3 of 5 stated facts hold, 3 of 6 true ones found
+    assert caption_scores("A small green circle is at the top left.", scene) == (0.6, 0.5)
     assert caption_scores("nothing to see", scenes[0]) == (0.0, 0.0)
     chance = chance_f1(scenes, random.Random(3))
     assert 0.05 < chance < 0.5
