@@ -20,8 +20,7 @@ Usage (from a test; ``tests/`` is on ``sys.path`` under pytest's default import 
 environment of :func:`hub_env` and raises :class:`HubSubprocessError` (exit code, stderr, the server's last
 requests) when it fails. :func:`hub_env` sets ``HF_ENDPOINT``, ``HF_TOKEN``, ``HF_HUB_DISABLE_XET=1``,
 ``HF_HUB_OFFLINE=0`` (and the ``datasets`` / ``transformers`` offline switches to 0), ``HF_UPDATE_DOWNLOAD_COUNTS=0``
-(``datasets`` would ping S3), a private ``HF_HOME`` (so no
-cache is shared with the test process or between hubs), and points ``HTTP(S)_PROXY`` at this server with
+(``datasets`` would ping S3), a private ``HF_HOME`` (no cache shared with the test process or between hubs), and points ``HTTP(S)_PROXY`` at this server with
 ``NO_PROXY=127.0.0.1,localhost``: requests to the hub go straight to it, and any other outbound request (e.g.
 ``datasets`` asking ``datasets-server.<endpoint host>`` for exported infos, or anything aimed at huggingface.co)
 reaches this server as a proxy request, is answered 502 without any DNS lookup or network traffic, and is
@@ -272,8 +271,7 @@ class LocalHub:
             pass
 
         Handler.hub = hub
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", 0), Handler)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="local-hub", daemon=True)
         self._thread.start()
@@ -457,6 +455,10 @@ class LocalHub:
         return "lfs" if any(_glob_match(p, path) for p in LFS_PATTERNS) else "regular"
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True  # keep-alive connections of a finished client never block stop()
+
+
 def _validate_path(path: str) -> str:
     if not path or path.startswith("/") or ".." in path.split("/") or path.split("/")[0] == ".git":
         raise HubError(400, f"Invalid path in repo: '{path}'")
@@ -510,6 +512,10 @@ class _HubRequestHandler(http.server.BaseHTTPRequestHandler):
         self._json(error.status, {"error": error.message, **error.extra}, headers=headers)
 
     def _body(self) -> bytes:
+        """The request body (read once, before routing, so that an early error never leaves it in the stream)."""
+        return self._raw_body
+
+    def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             chunks = []
             while True:
@@ -540,11 +546,11 @@ class _HubRequestHandler(http.server.BaseHTTPRequestHandler):
             )
 
     def _dispatch(self) -> None:
+        self._raw_body = self._read_body()
         if self.path.startswith(("http://", "https://")):
             # An absolute-form request: this server is being used as the HTTP proxy of a client subprocess
             # (see hub_env) for a host other than itself. Refuse it, without any lookup or outbound traffic.
             self.hub.stray_requests.append((self.command, self.path))
-            self._body()
             self._json(502, {"error": f"LocalHub blocked an outbound request to {self.path}"})
             return
         try:
@@ -779,13 +785,12 @@ class _HubRequestHandler(http.server.BaseHTTPRequestHandler):
                 sample = base64.b64decode(item.get("sample", ""))
                 mode = self.hub._upload_mode(path, int(item["size"]), sample)
                 existing = files.get(path)
-                oid = None
-                if existing is not None:
-                    oid = (
-                        existing["sha256"]
-                        if mode == "lfs"
-                        else _git_blob_oid((self.hub._blobs / existing["sha256"]).read_bytes())
-                    )
+                oid = None  # the client skips files whose local oid equals this one
+                if existing is not None and mode == "lfs":
+                    oid = existing["sha256"]
+                elif existing is not None:
+                    blob = self.hub._blobs / existing["sha256"]
+                    oid = _git_blob_oid(blob.read_bytes()) if existing["lfs"] else existing["oid"]
                 answer.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         self._json(200, {"files": answer, "commitOid": sha})
 

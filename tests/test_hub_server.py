@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from hub_server import DEFAULT_TOKEN, HubSubprocessError, LocalHub, hub_env, run_with_hub
+from hub_server import DEFAULT_TOKEN, HubSubprocessError, LocalHub, hub_env, local_hub, run_with_hub
 
 BIG_SIZE = 11 * 1024 * 1024  # over the Hub's 10 MiB limit for regular (non-LFS) files
 
@@ -75,6 +75,9 @@ def test_upload_folder_snapshot_download_and_revisions(tmp_path, lfs):
             with HfFileSystem().open("test-user/tiny/model.safetensors", "rb", block_size=4096) as f:
                 f.seek(5_000_000)
                 middle = f.read(64)
+            api.create_branch("test-user/tiny", branch="dev")
+            api.delete_file("README.txt", "test-user/tiny", revision="dev")
+            api.create_tag("test-user/tiny", tag="v1", revision=first)
             print(json.dumps({
                 "first": first,
                 "second": second,
@@ -85,6 +88,9 @@ def test_upload_folder_snapshot_download_and_revisions(tmp_path, lfs):
                 "tree": sorted(e.path for e in api.list_repo_tree("test-user/tiny", recursive=True)),
                 "middle": middle.hex(),
                 "commits": [c.title for c in api.list_repo_commits("test-user/tiny")],
+                "dev_files": sorted(api.list_repo_files("test-user/tiny", revision="dev")),
+                "v1_readme": open(hf_hub_download("test-user/tiny", "README.txt", revision="v1"), "rb").read().decode(),
+                "refs": sorted(r.name for r in api.list_repo_refs("test-user/tiny").branches),
             }))
             """
         )
@@ -98,6 +104,9 @@ def test_upload_folder_snapshot_download_and_revisions(tmp_path, lfs):
         assert out["new_readme"] == "changed\n"
         assert out["files"] == [".gitattributes", "README.txt", "model.safetensors", "sub/config.json"]
         assert out["tree"] == [".gitattributes", "README.txt", "model.safetensors", "sub", "sub/config.json"]
+        assert out["dev_files"] == [".gitattributes", "model.safetensors", "sub/config.json"]
+        assert out["v1_readme"] == "a tiny test model\n"
+        assert out["refs"] == ["dev", "main"]
         assert bytes.fromhex(out["middle"]) == expected["model.safetensors"][5_000_000:5_000_064]
         assert out["commits"] == [
             "Upload README.txt with huggingface_hub",
@@ -239,6 +248,16 @@ def test_http_errors_ranges_and_auth(tmp_path):
         status, _, body = _request(hub, "GET", "/api/whoami-v2", headers={"Authorization": f"Bearer {DEFAULT_TOKEN}"})
         assert status == 200 and json.loads(body)["name"] == "test-user"
 
+        # An early error (no token) on a keep-alive connection consumes the request body: the next request works.
+        conn = http.client.HTTPConnection("127.0.0.1", int(hub.endpoint.rsplit(":", 1)[1]), timeout=10)
+        conn.request("POST", "/api/models/org/repo/commit/main", body=b"x" * 5000)
+        response = conn.getresponse()
+        assert (response.status, response.read() != b"") == (401, True)
+        conn.request("GET", "/org/repo/resolve/main/a.txt")
+        response = conn.getresponse()
+        assert (response.status, response.read()) == (200, b"hello")
+        conn.close()
+
         # A request for another host (this server used as a proxy) is refused and recorded, never forwarded.
         conn = http.client.HTTPConnection("127.0.0.1", int(hub.endpoint.rsplit(":", 1)[1]), timeout=10)
         conn.request("GET", "http://example.invalid/some/path")
@@ -271,3 +290,7 @@ def test_hub_env_and_run_with_hub_failure(tmp_path):
         assert "boom-marker" in str(info.value) and info.value.result.returncode == 3
     with pytest.raises(ValueError, match="not running"):
         _ = hub.endpoint
+
+    with local_hub() as temporary:  # a hub in a temporary folder, removed on exit
+        assert temporary.endpoint.startswith("http://127.0.0.1:") and temporary.root.is_dir()
+    assert not temporary.root.exists()
