@@ -167,8 +167,29 @@ def test_dataset_parquet_upload_and_push_to_hub_read_back_with_load_dataset(tmp_
         assert all("datasets-server." in url for _, url in hub.stray_requests), hub.stray_requests
 
 
-def test_transformers_push_to_hub_and_from_pretrained(tmp_path):
+REMOTE_CONFIG = """from transformers import PretrainedConfig
+
+from .helper_foo import DEFAULT_WIDTH
+
+
+class FooConfig(PretrainedConfig):
+    model_type = "foo"
+
+    def __init__(self, width=DEFAULT_WIDTH, **kwargs):
+        self.width = width
+        super().__init__(**kwargs)
+"""
+
+
+def test_transformers_push_to_hub_from_pretrained_and_remote_code(tmp_path):
     from safetensors.torch import load_file
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "configuration_foo.py").write_text(REMOTE_CONFIG)
+    (remote / "helper_foo.py").write_text("DEFAULT_WIDTH = 7\n")
+    config = {"model_type": "foo", "height": 11, "auto_map": {"AutoConfig": "configuration_foo.FooConfig"}}
+    (remote / "config.json").write_text(json.dumps(config))
 
     with LocalHub(tmp_path / "hub") as hub:
         code = textwrap.dedent(
@@ -182,9 +203,18 @@ def test_transformers_push_to_hub_and_from_pretrained(tmp_path):
             model.save_pretrained("reference")
             model.push_to_hub("tiny-llama")
             LlamaForCausalLM.from_pretrained("test-user/tiny-llama").save_pretrained("reloaded")
+
+            # Code shipped in the repo, loaded with trust_remote_code (relative imports included).
+            from huggingface_hub import HfApi
+            from transformers import AutoConfig
+            HfApi().create_repo("remote-code")
+            HfApi().upload_folder(repo_id="test-user/remote-code", folder_path="remote")
+            remote = AutoConfig.from_pretrained("test-user/remote-code", trust_remote_code=True)
+            print("REMOTE", type(remote).__name__, remote.width, remote.height)
             """
         )
-        run_with_hub(hub, code, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+        result = run_with_hub(hub, code, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+        assert "REMOTE FooConfig 7 11" in result.stdout.splitlines()
 
         reference = load_file(tmp_path / "reference" / "model.safetensors")
         reloaded = load_file(tmp_path / "reloaded" / "model.safetensors")
