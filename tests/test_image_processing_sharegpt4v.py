@@ -1,0 +1,342 @@
+"""ShareGPT4VImageProcessor against an independent, step-by-step re-implementation of the original pipeline.
+
+`reference_pixel_values` below is written from the description of LLaVA-1.5's `expand2square` and
+transformers 4.31's `CLIPImageProcessor` (REFERENCE.md, "Image preprocessing"), in plain PIL + numpy,
+in float64, one step at a time. It shares no code with the processor.
+"""
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import PIL.ImageFile
+import PIL.ImageOps
+import pytest
+import torch
+from conftest import FIXTURE_IMAGES
+
+from transformers_sharegpt4v.image_processing_sharegpt4v import CorruptImageError, ShareGPT4VImageProcessor
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+TOLERANCE = 1e-5
+PHOTOS = sorted(FIXTURE_IMAGES.glob("*.jpg"))
+
+
+def expand2square(image: PIL.Image.Image, background_color: tuple[int, int, int]) -> PIL.Image.Image:
+    """LLaVA-1.5's pad: a square canvas of the long side in the background colour, image pasted centred."""
+    width, height = image.size
+    if width == height:
+        return image
+    if width > height:
+        result = PIL.Image.new(image.mode, (width, width), background_color)
+        result.paste(image, (0, (width - height) // 2))
+        return result
+    result = PIL.Image.new(image.mode, (height, height), background_color)
+    result.paste(image, ((height - width) // 2, 0))
+    return result
+
+
+def reference_pixel_values(image: PIL.Image.Image, do_pad: bool, crop: int = 336) -> np.ndarray:
+    """(3, crop, crop) float64: convert("RGB") -> [expand2square] -> CLIP resize -> centre crop -> normalize."""
+    image = image.convert("RGB")
+    if do_pad:
+        image = expand2square(image, tuple(int(x * 255) for x in CLIP_MEAN))
+    # CLIP resize: the short side becomes `crop`, the long side int(crop * long / short); PIL bicubic.
+    width, height = image.size
+    if width <= height:
+        new_width, new_height = crop, int(crop * height / width)
+    else:
+        new_width, new_height = int(crop * width / height), crop
+    image = image.resize((new_width, new_height), PIL.Image.BICUBIC)
+    pixels = np.array(image, dtype=np.float64)  # (H, W, 3)
+    top, left = (new_height - crop) // 2, (new_width - crop) // 2
+    pixels = pixels[top : top + crop, left : left + crop]
+    pixels = pixels / 255.0
+    pixels = (pixels - np.array(CLIP_MEAN)) / np.array(CLIP_STD)
+    return pixels.transpose(2, 0, 1)
+
+
+def random_pixels(height: int, width: int, channels: int, seed: int = 0) -> np.ndarray:
+    shape = (height, width) if channels == 1 else (height, width, channels)
+    return np.random.default_rng(seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def odd_images() -> dict[str, PIL.Image.Image]:
+    """Every PIL mode and shape the original pipeline may meet, built in code."""
+    rng = np.random.default_rng(1)
+    palette = rng.integers(0, 256, 768, dtype=np.uint8).tolist()
+    p_plain = PIL.Image.fromarray(random_pixels(90, 120, 1, seed=2), "L").convert("P")
+    p_plain.putpalette(palette)
+    p_transparent = p_plain.copy()
+    p_transparent.info["transparency"] = 7
+    images = {
+        "RGBA": PIL.Image.fromarray(random_pixels(100, 140, 4, seed=3), "RGBA"),
+        "LA": PIL.Image.fromarray(random_pixels(130, 90, 2, seed=4), "LA"),
+        "L": PIL.Image.fromarray(random_pixels(77, 201, 1, seed=5), "L"),
+        "1": PIL.Image.fromarray(random_pixels(64, 50, 1, seed=6) > 127),
+        "P": p_plain,
+        "P-transparency": p_transparent,
+        "CMYK": PIL.Image.fromarray(random_pixels(80, 60, 4, seed=7), "CMYK"),
+        "I;16": PIL.Image.fromarray(rng.integers(0, 400, (70, 110), dtype=np.uint16)),
+        "I": PIL.Image.fromarray(rng.integers(-50, 400, (70, 110), dtype=np.int32)),
+        "F": PIL.Image.fromarray(rng.uniform(-20.0, 300.0, (110, 70)).astype(np.float32)),
+        "1x1": PIL.Image.fromarray(random_pixels(1, 1, 3, seed=8)),
+        "2000x300": PIL.Image.fromarray(random_pixels(300, 2000, 3, seed=9)),
+        "1500x2250": PIL.Image.fromarray(random_pixels(2250, 1500, 3, seed=10)),
+    }
+    assert {name: image.mode for name, image in images.items()}["I;16"] == "I;16"
+    return images
+
+
+ODD_IMAGES = odd_images()
+
+
+@pytest.fixture(scope="module")
+def processor() -> ShareGPT4VImageProcessor:
+    return ShareGPT4VImageProcessor()
+
+
+def test_defaults_are_the_released_model(processor):
+    assert processor.do_pad is True
+    assert processor.size.shortest_edge == 336
+    assert (processor.crop_size.height, processor.crop_size.width) == (336, 336)
+    assert int(processor.resample) == int(PIL.Image.BICUBIC)
+    assert tuple(processor.image_mean) == CLIP_MEAN and tuple(processor.image_std) == CLIP_STD
+    assert processor.rescale_factor == 1 / 255
+    assert processor.background_color(processor.image_mean) == (122, 116, 104)
+
+
+@pytest.mark.parametrize("do_pad", [True, False])
+@pytest.mark.parametrize("photo", PHOTOS, ids=[path.stem for path in PHOTOS])
+def test_fixture_photos_match_reference(photo, do_pad):
+    processor = ShareGPT4VImageProcessor(do_pad=do_pad)
+    ours = processor(str(photo), return_tensors="np")["pixel_values"]
+    assert ours.shape == (1, 3, 336, 336) and ours.dtype == np.float32
+    expected = reference_pixel_values(PIL.Image.open(photo), do_pad)
+    assert np.abs(ours[0] - expected).max() < TOLERANCE
+
+
+def test_four_photos_found():
+    assert len(PHOTOS) == 4
+
+
+@pytest.mark.parametrize("do_pad", [True, False])
+@pytest.mark.parametrize("name", list(ODD_IMAGES))
+def test_odd_inputs_match_reference(name, do_pad):
+    image = ODD_IMAGES[name]
+    ours = ShareGPT4VImageProcessor(do_pad=do_pad)(image, return_tensors="np")["pixel_values"]
+    assert ours.shape == (1, 3, 336, 336)
+    assert np.abs(ours[0] - reference_pixel_values(image, do_pad)).max() < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "width, height", [(3, 1), (7, 3), (337, 5), (400, 399), (1001, 250), (50, 400), (336, 200), (200, 336)]
+)
+def test_padded_sizes_match_reference(processor, width, height):
+    """Wide images take the two-pass resize path (padding rows added after the horizontal pass)."""
+    image = PIL.Image.fromarray(random_pixels(height, width, 3, seed=width * height))
+    ours = processor(image, return_tensors="np")["pixel_values"][0]
+    assert np.abs(ours - reference_pixel_values(image, do_pad=True)).max() < TOLERANCE
+
+
+@pytest.mark.parametrize("resample", [PIL.Image.NEAREST, PIL.Image.BILINEAR, PIL.Image.LANCZOS])
+def test_other_filters_equal_resizing_the_padded_canvas(resample):
+    image = PIL.Image.fromarray(random_pixels(150, 500, 3, seed=11))
+    ours = ShareGPT4VImageProcessor(resample=resample)(image, return_tensors="np")["pixel_values"][0]
+    canvas = expand2square(image, (122, 116, 104)).resize((336, 336), resample)
+    expected = (np.asarray(canvas, dtype=np.float64) / 255 - CLIP_MEAN) / CLIP_STD
+    assert np.abs(ours - expected.transpose(2, 0, 1)).max() < TOLERANCE
+
+
+def test_16bit_png_file_matches_reference(tmp_path):
+    path = tmp_path / "depth16.png"
+    PIL.Image.fromarray(np.random.default_rng(12).integers(0, 65535, (90, 60), dtype=np.uint16)).save(path)
+    assert PIL.Image.open(path).mode in ("I;16", "I")
+    ours = ShareGPT4VImageProcessor()(path, return_tensors="np")["pixel_values"][0]
+    assert np.abs(ours - reference_pixel_values(PIL.Image.open(path), do_pad=True)).max() < TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "size, offset_axis, offset",
+    [((5, 2), 0, 1), ((4, 2), 0, 1), ((2, 5), 1, 1), ((3, 8), 1, 2), ((6, 6), 0, 0)],
+)
+def test_pad_colour_and_offset(size, offset_axis, offset):
+    """Pad only (no resize, no crop): the canvas is (122, 116, 104) with the image at ((S-W)//2, (S-H)//2)."""
+    width, height = size
+    pixels = random_pixels(height, width, 3, seed=13)
+    processor = ShareGPT4VImageProcessor(do_resize=False, do_center_crop=False)
+    ours = processor(PIL.Image.fromarray(pixels), return_tensors="np")["pixel_values"][0]
+
+    side = max(size)
+    canvas = np.empty((side, side, 3), dtype=np.float64)
+    canvas[:] = (122, 116, 104)
+    top, left = (offset, 0) if offset_axis == 0 else (0, offset)
+    canvas[top : top + height, left : left + width] = pixels
+    expected = ((canvas / 255 - CLIP_MEAN) / CLIP_STD).transpose(2, 0, 1)
+    assert ours.shape == (3, side, side)
+    assert np.abs(ours - expected).max() < TOLERANCE
+
+
+def test_alpha_is_dropped_not_composited(processor):
+    """A fully transparent red image stays red (current transformers would composite it onto white)."""
+    image = PIL.Image.new("RGBA", (40, 40), (200, 10, 10, 0))
+    ours = processor(image, return_tensors="np")["pixel_values"][0]
+    expected = (np.array([200, 10, 10]) / 255 - CLIP_MEAN) / CLIP_STD
+    assert np.abs(ours - expected[:, None, None]).max() < TOLERANCE
+
+
+def test_exif_orientation_is_not_applied(tmp_path):
+    """The original opened files with `Image.open(...).convert("RGB")`: no EXIF rotation."""
+    path = tmp_path / "rotated.jpg"
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    PIL.Image.fromarray(random_pixels(60, 200, 3, seed=14)).save(path, exif=exif, quality=95)
+    ours = ShareGPT4VImageProcessor(do_pad=False)(path, return_tensors="np")["pixel_values"][0]
+    assert np.abs(ours - reference_pixel_values(PIL.Image.open(path), do_pad=False)).max() < TOLERANCE
+    rotated = PIL.ImageOps.exif_transpose(PIL.Image.open(path))
+    assert np.abs(ours - reference_pixel_values(rotated, do_pad=False)).max() > 0.1
+
+
+def test_input_types_and_batching(processor, tmp_path):
+    pixels = random_pixels(120, 90, 3, seed=15)
+    gray = random_pixels(50, 80, 1, seed=16)
+    rgba = random_pixels(30, 30, 4, seed=17)
+    path = tmp_path / "image.png"
+    PIL.Image.fromarray(pixels).save(path)
+    inputs = [
+        pixels,  # numpy HWC uint8
+        gray,  # numpy HW uint8
+        rgba,  # numpy HWC RGBA: alpha dropped
+        np.ascontiguousarray(pixels.transpose(2, 0, 1)),  # numpy CHW
+        torch.from_numpy(pixels).permute(2, 0, 1),  # torch CHW uint8
+        torch.from_numpy(pixels),  # torch HWC uint8
+        torch.from_numpy(pixels).permute(2, 0, 1).float() / 255,  # torch CHW float in [0, 1]
+        str(path),
+        path,
+    ]
+    expected_images = [pixels, gray, rgba[..., :3], pixels, pixels, pixels, pixels, pixels, pixels]
+    output = processor(inputs, return_tensors="pt")["pixel_values"]
+    assert isinstance(output, torch.Tensor) and output.dtype == torch.float32
+    assert output.shape == (len(inputs), 3, 336, 336)
+    for index, expected in enumerate(expected_images):
+        reference = reference_pixel_values(PIL.Image.fromarray(expected), do_pad=True)
+        assert np.abs(output[index].numpy() - reference).max() < TOLERANCE, index
+
+    nested = processor([[pixels], [gray, pixels]], return_tensors="np")["pixel_values"]
+    assert nested.shape == (3, 3, 336, 336)
+    batch_4d = processor(np.stack([pixels, pixels]), return_tensors="np")["pixel_values"]
+    assert batch_4d.shape == (2, 3, 336, 336)
+    as_list = processor([pixels, gray])["pixel_values"]
+    assert isinstance(as_list, list) and len(as_list) == 2 and as_list[0].shape == (3, 336, 336)
+    assert np.array_equal(as_list[1], nested[1])
+
+
+def test_bad_inputs_are_refused(processor):
+    with pytest.raises(ValueError, match="outside 0-255"):
+        processor(np.full((10, 10, 3), 300, dtype=np.int32))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        processor(np.full((10, 10, 3), 2.0, dtype=np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        processor(np.zeros((10, 10, 5), dtype=np.uint8))
+    with pytest.raises(TypeError, match="Unsupported image input"):
+        processor(12345)
+    with pytest.raises(ValueError, match="do_convert_rgb"):
+        processor(PIL.Image.new("L", (8, 8)), do_convert_rgb=False)
+
+
+def truncated_jpeg(tmp_path: Path) -> Path:
+    data = PHOTOS[0].read_bytes()
+    path = tmp_path / "truncated.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_jpeg_raises_naming_the_file(processor, tmp_path):
+    path = truncated_jpeg(tmp_path)
+    with pytest.raises(CorruptImageError, match="truncated.jpg") as error:
+        processor(str(path))
+    assert isinstance(error.value, ValueError)
+
+
+def test_truncated_jpeg_raises_even_if_pil_is_told_to_accept_it(processor, tmp_path, monkeypatch):
+    path = truncated_jpeg(tmp_path)
+    monkeypatch.setattr(PIL.ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    PIL.Image.open(path).load()  # PIL alone would now load it silently (grey rows at the bottom)
+    with pytest.raises(CorruptImageError, match="truncated.jpg"):
+        processor(path)
+    assert PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
+
+
+def test_corrupt_and_missing_files(processor, tmp_path):
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"this is not an image" * 10)
+    with pytest.raises(ValueError, match="garbage.jpg"):
+        processor(garbage)
+    with pytest.raises(FileNotFoundError, match="missing.jpg"):
+        processor(tmp_path / "missing.jpg")
+
+
+def test_normalization_constants_match_float64():
+    scale, offset = ShareGPT4VImageProcessor.normalization_constants(True, 1 / 255, True, CLIP_MEAN, CLIP_STD)
+    values = np.arange(256, dtype=np.uint8)[None, None, :]
+    fused = values * scale - offset
+    exact = (np.arange(256)[None, :] / 255.0 - np.array(CLIP_MEAN)[:, None]) / np.array(CLIP_STD)[:, None]
+    assert fused.dtype == np.float32
+    assert np.abs(fused[:, 0, :] - exact).max() < 1e-6
+
+
+def test_save_and_load_round_trip(tmp_path):
+    from transformers import AutoImageProcessor
+
+    processor = ShareGPT4VImageProcessor(do_pad=False)
+    processor.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "preprocessor_config.json").read_text())
+    assert saved["image_processor_type"] == "ShareGPT4VImageProcessor"
+    assert saved["auto_map"]["AutoImageProcessor"] == "image_processing_sharegpt4v.ShareGPT4VImageProcessor"
+    assert saved["do_pad"] is False and saved["size"] == {"shortest_edge": 336}
+    assert (tmp_path / "image_processing_sharegpt4v.py").is_file()
+
+    image = PIL.Image.open(PHOTOS[1])
+    expected = processor(image, return_tensors="np")["pixel_values"]
+    reloaded = ShareGPT4VImageProcessor.from_pretrained(tmp_path)
+    assert reloaded.to_dict() == processor.to_dict()
+    assert np.array_equal(reloaded(image, return_tensors="np")["pixel_values"], expected)
+
+    remote = AutoImageProcessor.from_pretrained(tmp_path, trust_remote_code=True)
+    assert type(remote).__name__ == "ShareGPT4VImageProcessor" and remote.do_pad is False
+    assert np.array_equal(remote(image, return_tensors="np")["pixel_values"], expected)
+
+
+@pytest.mark.parametrize("photo", PHOTOS[:2], ids=[path.stem for path in PHOTOS[:2]])
+def test_peer_llava_pil_processor_gives_the_same_pixels_on_rgb(processor, photo):
+    """transformers' LlavaImageProcessorPil(do_pad=True) with CLIP-336 settings agrees on RGB images."""
+    from transformers import LlavaImageProcessorPil
+
+    peer = LlavaImageProcessorPil(do_pad=True, size={"shortest_edge": 336}, crop_size=336)
+    image = PIL.Image.open(photo).convert("RGB")
+    theirs = peer(image, return_tensors="np")["pixel_values"]
+    ours = processor(image, return_tensors="np")["pixel_values"]
+    assert np.abs(theirs - ours).max() < TOLERANCE
+
+
+def test_peer_llava_pil_processor_differs_on_transparent_images(processor):
+    """...but composites alpha onto white, which the released model never saw (documents the difference)."""
+    from transformers import LlavaImageProcessorPil
+
+    peer = LlavaImageProcessorPil(do_pad=True, size={"shortest_edge": 336}, crop_size=336)
+    image = PIL.Image.new("RGBA", (40, 30), (200, 10, 10, 0))
+    theirs = peer(image, return_tensors="np")["pixel_values"]
+    ours = processor(image, return_tensors="np")["pixel_values"]
+    assert np.abs(theirs - ours).max() > 1.0
+    assert np.abs(ours[0] - reference_pixel_values(image, do_pad=True)).max() < TOLERANCE
+
+
+def test_in_memory_jpeg_bytes_are_not_accepted_silently(processor):
+    """Raw bytes are not an image type: the error says what to pass."""
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (4, 4)).save(buffer, "JPEG")
+    with pytest.raises(TypeError, match="file paths"):
+        processor(buffer.getvalue())

@@ -1,0 +1,351 @@
+"""ShareGPT4V image processor: LLaVA-1.5's pad-to-square followed by CLIP preprocessing, exact and fast.
+
+Part of the remote-code unit: imports only numpy, PIL, torch and transformers.
+
+The released ShareGPT4V models saw images prepared like this (LLaVA-1.5 `image_aspect_ratio "pad"` plus
+transformers 4.31's `CLIPImageProcessor`):
+
+1. open the file with PIL and `convert("RGB")`: alpha is dropped, NOT composited onto white (current
+   transformers composites, which changes the pixels of every transparent image); no EXIF rotation;
+2. (stage 2 and inference, `do_pad=True`) paste the image centred, at ((S-W)//2, (S-H)//2), on an SxS
+   canvas, S = the long side, filled with the mean colour as integers (122, 116, 104);
+3. resize so the short side is 336 (long side int(336 * long / short)) with PIL bicubic;
+4. centre crop 336x336 at ((H-336)//2, (W-336)//2);
+5. rescale by 1/255 and normalize with the OpenAI CLIP mean/std.
+
+Here steps 1-4 stay in PIL on uint8: a padded image is already square, so it is resized straight to
+336x336 and the crop is a no-op; a wide image's padding rows are added after PIL's horizontal pass (which
+cannot change them), so that pass only runs over the image rows. Step 5 is one fused multiply-subtract,
+x * (rescale_factor / std) - mean / std with float32 constants, written into one preallocated batch buffer
+(within 3e-7 of the float64 result).
+"""
+
+import functools
+import os
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import PIL.ImageFile
+import torch
+from transformers.image_processing_backends import PilBackend
+from transformers.image_processing_base import BatchFeature
+from transformers.image_utils import (
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    ChannelDimension,
+    PILImageResampling,
+    SizeDict,
+)
+from transformers.utils import TensorType
+
+
+class CorruptImageError(ValueError):
+    """An image file could not be decoded completely (corrupt, truncated or not an image)."""
+
+
+# PIL filters resized by two separable convolution passes (horizontal, then vertical).
+_TWO_PASS_FILTERS = {
+    PIL.Image.Resampling.BOX,
+    PIL.Image.Resampling.BILINEAR,
+    PIL.Image.Resampling.HAMMING,
+    PIL.Image.Resampling.BICUBIC,
+    PIL.Image.Resampling.LANCZOS,
+}
+
+# Guards the temporary reset of PIL's global LOAD_TRUNCATED_IMAGES flag (see `load_image_file`).
+_STRICT_LOAD_LOCK = threading.Lock()
+
+
+def load_image_file(path: str | os.PathLike) -> PIL.Image.Image:
+    """Open and fully decode an image file, as the original code did (`Image.open(path)`, no EXIF rotation).
+
+    A truncated or corrupt file raises `CorruptImageError` naming the file, even if some other library set
+    PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` (which makes PIL fill missing rows with grey silently).
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Image file not found: {path!r}. Check the image root and the file name.")
+    try:
+        image = PIL.Image.open(path)
+        if PIL.ImageFile.LOAD_TRUNCATED_IMAGES:
+            # Decode with the flag off so that truncation is an error; restored right after.
+            with _STRICT_LOAD_LOCK:
+                previous = PIL.ImageFile.LOAD_TRUNCATED_IMAGES
+                PIL.ImageFile.LOAD_TRUNCATED_IMAGES = False
+                try:
+                    image.load()
+                finally:
+                    PIL.ImageFile.LOAD_TRUNCATED_IMAGES = previous
+        else:
+            image.load()
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise CorruptImageError(
+            f"Cannot decode image file {path!r} ({type(error).__name__}: {error}). The file is corrupt, "
+            "truncated or not an image: re-download it, or remove it from the dataset."
+        ) from error
+    return image
+
+
+def _array_to_uint8(array: np.ndarray, channels_first: bool | None) -> np.ndarray:
+    """HW / HWC / CHW array of any numeric dtype -> HWC (or HW) uint8, refusing values it cannot map."""
+    if array.ndim == 3:
+        if channels_first is None:  # arrays default to HWC; CHW only when HWC is impossible
+            channels_first = array.shape[-1] not in (1, 3, 4) and array.shape[0] in (1, 3, 4)
+        if channels_first:
+            array = array.transpose(1, 2, 0)
+        if array.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"Image array of shape {array.shape} has {array.shape[-1]} channels; expected 1, 3 or 4.")
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+    elif array.ndim != 2:
+        raise ValueError(f"Image array must be HW, HWC or CHW; got shape {array.shape}.")
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype == np.bool_:
+        return array.astype(np.uint8) * 255
+    if np.issubdtype(array.dtype, np.floating):
+        if array.size and (array.min() < 0.0 or array.max() > 1.0):
+            raise ValueError(
+                f"Float image array has values in [{array.min()}, {array.max()}]; float images must be in [0, 1]. "
+                "Pass uint8 pixels (0-255) instead."
+            )
+        return np.round(array * 255.0).astype(np.uint8)
+    if np.issubdtype(array.dtype, np.integer):
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise ValueError(
+                f"Integer image array ({array.dtype}) has values in [{array.min()}, {array.max()}], outside 0-255. "
+                "Convert it to 8-bit first, or pass the PIL image / file path."
+            )
+        return array.astype(np.uint8)
+    raise ValueError(f"Unsupported image array dtype {array.dtype}.")
+
+
+def _as_tuple(value: Any) -> tuple:
+    return tuple(float(x) for x in value) if isinstance(value, Iterable) else (float(value),) * 3
+
+
+def _size_of(size: SizeDict | dict, name: str) -> tuple[int | None, int | None, int | None]:
+    """(shortest_edge, height, width) of a size dict, whichever are set."""
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    shortest, height, width = get("shortest_edge"), get("height"), get("width")
+    if shortest is None and (height is None or width is None):
+        raise ValueError(f"`{name}` must have 'shortest_edge' or 'height' and 'width'; got {dict(size)}.")
+    return shortest, height, width
+
+
+class ShareGPT4VImageProcessor(PilBackend):
+    r"""
+    Image processor of ShareGPT4V (LLaVA-1.5 "pad" aspect ratio + CLIP ViT-L/14-336 preprocessing).
+
+    Defaults reproduce the released ShareGPT4V-7B/13B (stage 2 and inference). Stage-1 pretraining used
+    `do_pad=False` (plain CLIP resize + centre crop).
+
+    Args:
+        do_pad: paste the image centred on a square canvas of its long side filled with the integer mean
+            colour before resizing (`image_aspect_ratio "pad"`).
+        size: `{"shortest_edge": 336}` (CLIP rule) or `{"height": h, "width": w}`.
+        crop_size: centre crop `{"height": 336, "width": 336}`.
+        resample: PIL filter of the resize (bicubic).
+        rescale_factor, image_mean, image_std: normalization `(x * rescale_factor - mean) / std`.
+        do_convert_rgb: convert every image with PIL's `convert("RGB")` (alpha dropped, as the original did).
+            If False, images must already be RGB.
+
+    Inputs: PIL images, uint8 numpy arrays (HWC, HW or CHW), torch tensors (CHW or HWC; float in [0, 1]
+    is scaled by 255 and rounded), file paths (`str` / `Path`), or (nested) lists of these.
+    Returns `pixel_values`: (N, 3, 336, 336) float32.
+
+    Example:
+        >>> processor = ShareGPT4VImageProcessor()
+        >>> processor("cat.jpg", return_tensors="pt")["pixel_values"].shape
+        torch.Size([1, 3, 336, 336])
+    """
+
+    model_input_names = ["pixel_values"]
+    resample = PILImageResampling.BICUBIC
+    image_mean = OPENAI_CLIP_MEAN
+    image_std = OPENAI_CLIP_STD
+    size = {"shortest_edge": 336}
+    default_to_square = False
+    crop_size = {"height": 336, "width": 336}
+    do_pad = True
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+
+    def fetch_images(self, images: Any) -> Any:
+        """Load file paths (strictly, no EXIF rotation, as the original); leave other images untouched."""
+        if isinstance(images, (list, tuple)):
+            return [self.fetch_images(image) for image in images]
+        if isinstance(images, (str, Path)):
+            return load_image_file(images)
+        return images
+
+    @staticmethod
+    def background_color(image_mean: Iterable[float]) -> tuple[int, ...]:
+        """Pad colour: the mean as integers, truncated as LLaVA does (CLIP mean -> (122, 116, 104))."""
+        return tuple(int(x * 255) for x in image_mean)
+
+    def _flatten(self, images: Any) -> list:
+        """Nested lists / 4-D batches -> flat list of single images (path, PIL, array or tensor)."""
+        if isinstance(images, (list, tuple)):
+            return [image for item in images for image in self._flatten(item)]
+        if isinstance(images, torch.Tensor):
+            images = images.detach().cpu()
+            return list(images) if images.ndim == 4 else [images]
+        if isinstance(images, np.ndarray):
+            return list(images) if images.ndim == 4 else [images]
+        if isinstance(images, (str, Path, PIL.Image.Image)):
+            return [images]
+        raise TypeError(
+            f"Unsupported image input of type {type(images).__name__}; pass PIL images, numpy arrays, "
+            "torch tensors, file paths, or lists of these."
+        )
+
+    def to_rgb_image(
+        self, image: Any, do_convert_rgb: bool = True, input_data_format: str | None = None
+    ) -> PIL.Image.Image:
+        """One input image -> PIL RGB image exactly as the original pipeline saw it."""
+        if isinstance(image, (str, Path)):
+            image = load_image_file(image)
+        elif not isinstance(image, PIL.Image.Image):
+            is_tensor = isinstance(image, torch.Tensor)
+            array = image.float().numpy() if is_tensor and image.dtype == torch.bfloat16 else np.asarray(image)
+            channels_first = None
+            if input_data_format is not None:
+                channels_first = ChannelDimension(input_data_format) == ChannelDimension.FIRST
+            if channels_first is None and is_tensor and array.ndim == 3:  # tensors default to CHW
+                channels_first = array.shape[0] in (1, 3, 4) or array.shape[-1] not in (1, 3, 4)
+            image = PIL.Image.fromarray(_array_to_uint8(array, channels_first))
+        if image.mode != "RGB":
+            if not do_convert_rgb:
+                raise ValueError(f"Image has mode {image.mode!r}; set `do_convert_rgb=True` to convert it to RGB.")
+            image = image.convert("RGB")
+        return image
+
+    def transform(
+        self,
+        image: PIL.Image.Image,
+        do_pad: bool,
+        do_resize: bool,
+        size: SizeDict | dict,
+        resample: Any,
+        do_center_crop: bool,
+        crop_size: SizeDict | dict,
+        background_color: tuple[int, ...],
+    ) -> PIL.Image.Image:
+        """Pad to square, resize and centre crop one RGB image, all in PIL on uint8."""
+        resample = PIL.Image.Resampling(int(resample))
+        width, height = image.size
+        # Landscape with a convolution filter: the constant rows above and below are added mid-resize (below).
+        pad_rows = do_pad and width > height and resample in _TWO_PASS_FILTERS
+        if do_pad and width != height and not pad_rows:  # otherwise pad now, as the original did
+            side = max(width, height)
+            canvas = PIL.Image.new("RGB", (side, side), background_color)
+            canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+            image, width, height = canvas, side, side
+        side = width  # canvas height once the rows are added
+        if do_resize:
+            shortest, new_height, new_width = _size_of(size, "size")
+            if shortest is not None:  # CLIP's rule: short side -> shortest, long side scaled and truncated
+                short, long = (width, side) if pad_rows else (min(width, height), max(width, height))
+                new_short, new_long = shortest, int(shortest * long / short)
+                if pad_rows:
+                    new_width = new_height = new_short
+                else:
+                    new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
+            if pad_rows:
+                # PIL resizes in two passes, horizontal then vertical, rounding to uint8 in between, and the
+                # horizontal pass maps a constant row to the same constant. So the horizontal pass only needs
+                # the image rows; the constant rows are added to its output; the vertical pass follows.
+                # Bit-identical to resizing the padded canvas, for a fraction of the work on wide images.
+                if new_width != width:
+                    image = image.resize((new_width, height), resample=resample)
+                canvas = PIL.Image.new("RGB", (new_width, side), background_color)
+                canvas.paste(image, (0, (side - height) // 2))
+                image, width, height = canvas, new_width, side
+                pad_rows = False
+            if (new_width, new_height) != (width, height):
+                image = image.resize((new_width, new_height), resample=resample)
+                width, height = new_width, new_height
+        if pad_rows:  # padding without resizing
+            canvas = PIL.Image.new("RGB", (side, side), background_color)
+            canvas.paste(image, (0, (side - height) // 2))
+            image, height = canvas, side
+        if do_center_crop:
+            _, crop_height, crop_width = _size_of(crop_size, "crop_size")
+            if (crop_width, crop_height) != (width, height):
+                # Floor offsets; PIL fills outside the image with zeros, as transformers' center_crop pads.
+                left, top = (width - crop_width) // 2, (height - crop_height) // 2
+                image = image.crop((left, top, left + crop_width, top + crop_height))
+        return image
+
+    @staticmethod
+    @functools.lru_cache(maxsize=16)
+    def normalization_constants(
+        do_rescale: bool, rescale_factor: float, do_normalize: bool, image_mean: tuple, image_std: tuple
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per-channel float32 (scale, offset) with x * scale - offset == (x * rescale_factor - mean) / std."""
+        factor = rescale_factor if do_rescale else 1.0
+        mean = np.broadcast_to(np.asarray(image_mean if do_normalize else 0.0, dtype=np.float64), (3,))
+        std = np.broadcast_to(np.asarray(image_std if do_normalize else 1.0, dtype=np.float64), (3,))
+        scale, offset = factor / std, mean / std
+        return scale.astype(np.float32)[:, None, None], offset.astype(np.float32)[:, None, None]
+
+    def _preprocess_image_like_inputs(
+        self,
+        images: Any,
+        *args,
+        do_convert_rgb: bool = True,
+        do_pad: bool = True,
+        do_resize: bool = True,
+        size: SizeDict | dict | None = None,
+        resample: Any = None,
+        do_center_crop: bool = True,
+        crop_size: SizeDict | dict | None = None,
+        do_rescale: bool = True,
+        rescale_factor: float = 1 / 255,
+        do_normalize: bool = True,
+        image_mean: Any = None,
+        image_std: Any = None,
+        input_data_format: str | None = None,
+        return_tensors: str | TensorType | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        if images is None:
+            raise ValueError("No images given: pass a PIL image, array, tensor, file path, or a list of them.")
+        image_mean = self.image_mean if image_mean is None else image_mean
+        image_std = self.image_std if image_std is None else image_std
+        resample = PILImageResampling.BICUBIC if resample is None else resample
+        background = self.background_color(image_mean)
+        scale, offset = self.normalization_constants(
+            bool(do_rescale), float(rescale_factor), bool(do_normalize), _as_tuple(image_mean), _as_tuple(image_std)
+        )
+
+        flat = self._flatten(images)
+        arrays = []
+        for image in flat:
+            image = self.to_rgb_image(image, do_convert_rgb, input_data_format)
+            image = self.transform(image, do_pad, do_resize, size, resample, do_center_crop, crop_size, background)
+            arrays.append(np.asarray(image))  # (H, W, 3) uint8
+
+        if arrays and all(array.shape == arrays[0].shape for array in arrays):
+            height, width = arrays[0].shape[:2]
+            batch = np.empty((len(arrays), 3, height, width), dtype=np.float32)
+            for array, out in zip(arrays, batch, strict=True):
+                np.multiply(array.transpose(2, 0, 1), scale, out=out)
+                np.subtract(out, offset, out=out)
+            pixel_values = batch if return_tensors is not None else list(batch)
+        else:  # sizes differ (resize / crop disabled): one array per image, cannot be stacked
+            pixel_values = [array.transpose(2, 0, 1) * scale - offset for array in arrays]
+        return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+
+ShareGPT4VImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+__all__ = ["CorruptImageError", "ShareGPT4VImageProcessor", "load_image_file"]
