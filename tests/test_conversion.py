@@ -1,0 +1,684 @@
+"""`sharegpt4v convert`: llava-hf <-> plugin, and released ShareGPT4V / LLaVA-1.5 checkpoints -> plugin / llava-hf.
+
+Parity is checked against models and forwards that do not go through the converter: transformers'
+`LlavaForConditionalGeneration` on the same weights (llava-hf part), and an independent re-implementation of
+the original ShareGPT4V forward on a tiny checkpoint written in exactly the released layout (CLIP
+hidden_states[-2] without CLS -> Linear-GELU-Linear -> spliced at the -200 sentinel -> Llama).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_config_kwargs
+from safetensors import safe_open
+from transformers import (
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaProcessor,
+)
+
+from transformers_sharegpt4v import ShareGPT4VForCausalLM
+from transformers_sharegpt4v.cli import main as cli_main
+from transformers_sharegpt4v.conversion import convert_checkpoint, write_safetensors_streaming
+
+REPO = Path(__file__).resolve().parents[1]
+IMAGE_ID = 700  # <image> after the 700-piece SentencePiece vocabulary
+PAD_ID = 701
+SENTINEL = -200
+N_IMAGE = 576
+
+
+def all_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    out = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(path, framework="pt") as handle:
+            for key in handle.keys():
+                out[key] = handle.get_tensor(key)
+    return out
+
+
+def expand(ids: list[int]) -> list[int]:
+    out = []
+    for i in ids:
+        out.extend([IMAGE_ID] * N_IMAGE if i == SENTINEL else [i])
+    return out
+
+
+def pixels(n: int = 1, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, 3, 336, 336, generator=torch.Generator().manual_seed(seed))
+
+
+# The subprocess that loads a converted folder with trust_remote_code where the plugin cannot be imported.
+NO_PLUGIN_PRELUDE = textwrap.dedent(
+    """
+    import sys
+    sys.path = [p for p in sys.path if p not in ("", ".") and not p.startswith(%r)]
+
+    class _BlockPlugin:
+        def find_spec(self, name, path=None, target=None):
+            if name == "transformers_sharegpt4v" or name.startswith("transformers_sharegpt4v."):
+                raise ImportError("transformers_sharegpt4v is blocked in this test")
+            return None
+
+    sys.meta_path.insert(0, _BlockPlugin())
+    try:
+        import transformers_sharegpt4v  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        raise SystemExit("the plugin is importable: the test would prove nothing")
+    """
+) % str(REPO)
+
+
+def run_without_plugin(code: str, tmp_path: Path) -> None:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1")
+    env.pop("PYTHONPATH", None)
+    script = NO_PLUGIN_PRELUDE + textwrap.dedent(code) + '\nassert "transformers_sharegpt4v" not in sys.modules\n'
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-5000:]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# llava-hf <-> plugin
+# ----------------------------------------------------------------------------------------------------------
+
+
+def llava_tokenizer(llama_tokenizer_dir: Path):
+    """The llava-hf recipe: the LLaMA tokenizer plus <image> (special) and <pad>."""
+    from transformers import AddedToken
+
+    tokenizer = AutoTokenizer.from_pretrained(llama_tokenizer_dir)
+    tokenizer.add_tokens([AddedToken("<image>", special=True, normalized=False)], special_tokens=True)
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    assert tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [IMAGE_ID, PAD_ID]
+    return tokenizer
+
+
+@pytest.fixture(scope="module")
+def llava_hf_dir(llama_tokenizer_dir, tmp_path_factory) -> Path:
+    """A tiny llava-hf checkpoint as `LlavaForConditionalGeneration.save_pretrained` writes it, with its
+    LlavaProcessor (plain CLIP image processor, no pad: what llava-hf ships)."""
+    folder = tmp_path_factory.mktemp("llava_hf")
+    kwargs = tiny_config_kwargs()
+    kwargs["image_token_index"] = kwargs.pop("image_token_id")
+    torch.manual_seed(0)
+    model = LlavaForConditionalGeneration(LlavaConfig(**kwargs)).eval()
+    model.save_pretrained(folder)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336}, do_center_crop=True
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=llava_tokenizer(llama_tokenizer_dir),
+        patch_size=14,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+    )
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def plugin_dir(llava_hf_dir, tmp_path_factory) -> Path:
+    return convert_checkpoint(llava_hf_dir, tmp_path_factory.mktemp("conv") / "plugin")
+
+
+def test_llava_hf_to_plugin_logits_and_greedy_match_llava(llava_hf_dir, plugin_dir):
+    llava = LlavaForConditionalGeneration.from_pretrained(llava_hf_dir).eval()
+    plugin = ShareGPT4VForCausalLM.from_pretrained(plugin_dir).eval()
+    assert type(plugin) is ShareGPT4VForCausalLM and plugin.config.image_token_id == IMAGE_ID
+    ids = torch.tensor([expand([1, 45, 67, SENTINEL, 89, 101, 13])])
+    pv = pixels()
+    with torch.no_grad():
+        expected = llava(input_ids=ids, pixel_values=pv).logits
+        got = plugin(input_ids=ids, pixel_values=pv).logits
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max().item() < 1e-5
+    kwargs = dict(input_ids=ids, pixel_values=pv, max_new_tokens=8, do_sample=False, pad_token_id=PAD_ID)
+    with torch.no_grad():
+        assert plugin.generate(**kwargs).tolist() == llava.generate(**kwargs).tolist()
+
+
+def test_left_padded_batched_generation_equals_one_by_one(plugin_dir):
+    model = ShareGPT4VForCausalLM.from_pretrained(plugin_dir).eval()
+    prompts = [
+        expand([1, 45, SENTINEL, 13]),
+        expand([1, SENTINEL, 90, 91, 92, 93, 94, 95, 96]),
+        expand([1, 30, 31, 32, SENTINEL, 60, 61]),
+    ]
+    pv = pixels(3, seed=1)
+    single = []
+    with torch.no_grad():
+        for i, prompt in enumerate(prompts):
+            out = model.generate(
+                input_ids=torch.tensor([prompt]), pixel_values=pv[i : i + 1], max_new_tokens=6, do_sample=False
+            )
+            single.append(out[0, len(prompt) :].tolist())
+        width = max(map(len, prompts))
+        ids = torch.tensor([[PAD_ID] * (width - len(p)) + p for p in prompts])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        batched = model.generate(
+            input_ids=ids, attention_mask=mask, pixel_values=pv, max_new_tokens=6, do_sample=False, pad_token_id=PAD_ID
+        )
+    assert [row[width:].tolist() for row in batched] == single
+
+
+def test_plugin_folder_has_padding_processor_and_remote_code(plugin_dir):
+    names = {p.name for p in plugin_dir.iterdir()}
+    assert {"configuration_sharegpt4v.py", "modeling_sharegpt4v.py", "model.safetensors", "README.md"} <= names
+    assert "generation_config.json" in names
+    config = json.loads((plugin_dir / "config.json").read_text())
+    assert config["model_type"] == "sharegpt4v" and config["auto_map"]["AutoModelForCausalLM"]
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(plugin_dir)
+    assert type(processor).__name__ == "ShareGPT4VProcessor"
+    assert processor.image_processor.do_pad is True  # the llava-hf source did not pad
+    assert processor.tokenizer.convert_tokens_to_ids("<image>") == IMAGE_ID
+
+
+def test_round_trip_plugin_llava_hf_plugin_is_bit_exact(llava_hf_dir, plugin_dir, tmp_path):
+    hf = convert_checkpoint(plugin_dir, tmp_path / "hf", to="llava-hf")
+    back = convert_checkpoint(hf, tmp_path / "back")
+    original, exported, returned = all_tensors(plugin_dir), all_tensors(hf), all_tensors(back)
+    # The export uses the llava-hf Hub key layout (what vLLM / SGLang / llava-hf/llava-1.5-7b-hf use).
+    assert (
+        "language_model.lm_head.weight" in exported and "vision_tower.vision_model.post_layernorm.weight" in exported
+    )
+    assert set(returned) == set(original)
+    for key, tensor in original.items():
+        assert returned[key].dtype == tensor.dtype and torch.equal(returned[key], tensor), key
+    # ... and they are the llava-hf source's weights, bit for bit (as transformers itself loads them).
+    source = LlavaForConditionalGeneration.from_pretrained(llava_hf_dir).state_dict()
+    assert set(source) == set(original) and all(torch.equal(source[k], original[k]) for k in source)
+    for field in ("image_token_id", "image_seq_length", "vision_feature_layer", "vision_feature_select_strategy"):
+        assert (
+            json.loads((back / "config.json").read_text())[field]
+            == json.loads((plugin_dir / "config.json").read_text())[field]
+        )
+    model, info = LlavaForConditionalGeneration.from_pretrained(hf, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    assert LlavaProcessor.from_pretrained(hf).image_processor.do_pad is True
+
+
+def test_plugin_loads_with_trust_remote_code_without_the_plugin(plugin_dir, tmp_path):
+    ids = torch.tensor([expand([1, 45, SENTINEL, 13])])
+    pv = pixels()
+    with torch.no_grad():
+        expected = LlavaForConditionalGeneration.from_pretrained(
+            convert_checkpoint(plugin_dir, tmp_path / "hf", to="llava-hf")
+        )(input_ids=ids, pixel_values=pv).logits
+    torch.save({"ids": ids, "pv": pv, "expected": expected}, tmp_path / "inputs.pt")
+    run_without_plugin(
+        f"""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoProcessor
+        model = AutoModelForCausalLM.from_pretrained({str(plugin_dir)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == "ShareGPT4VForCausalLM", type(model)
+        data = torch.load("inputs.pt")
+        with torch.no_grad():
+            logits = model(input_ids=data["ids"], pixel_values=data["pv"]).logits
+        assert (logits - data["expected"]).abs().max() < 1e-5
+        processor = AutoProcessor.from_pretrained({str(plugin_dir)!r}, trust_remote_code=True)
+        assert type(processor).__name__ == "ShareGPT4VProcessor" and processor.image_processor.do_pad
+        """,
+        tmp_path,
+    )
+
+
+def test_cli_convert_and_dtype(plugin_dir, tmp_path, capsys):
+    assert (
+        cli_main(["convert", str(plugin_dir), str(tmp_path / "bf16"), "--to", "llava-hf", "--dtype", "bfloat16"]) == 0
+    )
+    assert "Converted" in capsys.readouterr().out
+    tensors = all_tensors(tmp_path / "bf16")
+    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
+    # An existing non-empty destination is refused, with the reason.
+    assert cli_main(["convert", str(plugin_dir), str(tmp_path / "bf16")]) == 2
+    assert "not empty" in capsys.readouterr().out
+
+
+def test_sharded_output_with_index(plugin_dir, tmp_path):
+    out = convert_checkpoint(plugin_dir, tmp_path / "sharded", max_shard_size=200_000)
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 2 and all((out / s).is_file() for s in shards)
+    assert shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    original = all_tensors(plugin_dir)
+    assert set(index["weight_map"]) == set(original)
+    model = ShareGPT4VForCausalLM.from_pretrained(out)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in original.items())
+
+
+def test_streaming_safetensors_writer_is_read_back_exactly(tmp_path):
+    tensors = {
+        "a": torch.randn(3, 5),
+        "b": torch.randn(7).to(torch.bfloat16),
+        "c": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+        "d": torch.tensor(1.5, dtype=torch.float16),
+        "e": torch.randn(4, 4).t(),  # not contiguous
+    }
+    entries = [(k, tuple(v.shape), v.dtype, (lambda v=v: v)) for k, v in tensors.items()]
+    write_safetensors_streaming(tmp_path / "x.safetensors", entries)
+    with safe_open(tmp_path / "x.safetensors", framework="pt") as handle:
+        assert handle.metadata() == {"format": "pt"}
+        for key, tensor in tensors.items():
+            got = handle.get_tensor(key)
+            assert got.dtype == tensor.dtype and torch.equal(got, tensor), key
+
+
+def test_llava_with_several_feature_layers_is_refused(llava_hf_dir, tmp_path):
+    src = tmp_path / "multi"
+    shutil.copytree(llava_hf_dir, src)
+    config = json.loads((src / "config.json").read_text())
+    config["vision_feature_layer"] = [-2, -5]
+    (src / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="vision_feature_layer"):
+        convert_checkpoint(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Released ShareGPT4V / LLaVA-1.5 checkpoints
+# ----------------------------------------------------------------------------------------------------------
+
+ORIGINAL_VOCAB = 700  # the tiny SentencePiece vocabulary; the released one has 32000
+HIDDEN = 32
+
+RELEASED_TOKENIZER_CONFIG = {  # what the released repos ship (LlamaTokenizer, no <image>, pad = null)
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "bos_token": "<s>",
+    "clean_up_tokenization_spaces": False,
+    "eos_token": "</s>",
+    "legacy": False,
+    "model_max_length": 2048,
+    "pad_token": None,
+    "padding_side": "right",
+    "sp_model_kwargs": {},
+    "tokenizer_class": "LlamaTokenizer",
+    "unk_token": "<unk>",
+}
+
+
+def write_released_checkpoint(
+    root: Path, spm_model_file: Path, seed: int = 0, **config_overrides
+) -> tuple[Path, Path]:
+    """A tiny ShareGPT4V checkpoint in exactly the released layout: LLM folder (share4v config with mm_* fields,
+    two pickled shards + index with LLaMA keys, rotary inv_freq buffers and model.mm_projector.{0,2}, the
+    SentencePiece tokenizer) and a SEPARATE vision tower folder (CLIPVisionModel config, vision_model.* keys,
+    CLIP preprocessor_config.json)."""
+    generator = torch.Generator().manual_seed(seed)
+    llm_dir, vit_dir = root / "ShareGPT4V-tiny", root / "ShareGPT4V-tiny_vit-large336-l12"
+    llm_dir.mkdir(parents=True)
+    vit_dir.mkdir(parents=True)
+
+    vision_config = CLIPVisionConfig(
+        hidden_size=HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=336,
+        patch_size=14,
+        projection_dim=HIDDEN,
+    )
+    torch.manual_seed(seed)
+    clip = CLIPVisionModel(vision_config)
+    torch.save({"vision_model." + k: v.clone() for k, v in clip.state_dict().items()}, vit_dir / "pytorch_model.bin")
+    vit_config = vision_config.to_dict()
+    vit_config.update(architectures=["CLIPVisionModel"], model_type="clip_vision_model", torch_dtype="float32")
+    (vit_dir / "config.json").write_text(json.dumps(vit_config))
+    (vit_dir / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "crop_size": 336,
+                "do_center_crop": True,
+                "do_normalize": True,
+                "do_resize": True,
+                "feature_extractor_type": "CLIPFeatureExtractor",
+                "image_mean": [0.48145466, 0.4578275, 0.40821073],
+                "image_std": [0.26862954, 0.26130258, 0.27577711],
+                "resample": 3,
+                "size": 336,
+            }
+        )
+    )
+
+    text = dict(
+        hidden_size=HIDDEN,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        vocab_size=ORIGINAL_VOCAB,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+    )
+    llama = LlamaForCausalLM(LlamaConfig(**text))
+    state = {k: v.clone() for k, v in llama.state_dict().items()}
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):  # larger than the default init: distinct logits
+        state[name] = torch.randn(state[name].shape, generator=generator) * 0.5
+    for i in range(text["num_hidden_layers"]):  # transformers 4.31 saved these buffers
+        state[f"model.layers.{i}.self_attn.rotary_emb.inv_freq"] = 1.0 / 10000 ** (torch.arange(0, 8, 2).float() / 8)
+    state["model.mm_projector.0.weight"] = torch.randn(HIDDEN, HIDDEN, generator=generator) * 0.2
+    state["model.mm_projector.0.bias"] = torch.randn(HIDDEN, generator=generator) * 0.2
+    state["model.mm_projector.2.weight"] = torch.randn(HIDDEN, HIDDEN, generator=generator) * 0.2
+    state["model.mm_projector.2.bias"] = torch.randn(HIDDEN, generator=generator) * 0.2
+    keys = list(state)
+    shards = {
+        "pytorch_model-00001-of-00002.bin": keys[: len(keys) // 2],
+        "pytorch_model-00002-of-00002.bin": keys[len(keys) // 2 :],
+    }
+    for name, shard_keys in shards.items():
+        torch.save({k: state[k] for k in shard_keys}, llm_dir / name)
+    index = {
+        "metadata": {"total_size": sum(v.numel() * v.element_size() for v in state.values())},
+        "weight_map": {k: name for name, shard_keys in shards.items() for k in shard_keys},
+    }
+    (llm_dir / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    config = dict(
+        text,
+        _name_or_path="Lin-Chen/ShareGPT4V-tiny",
+        architectures=["Share4VLlamaForCausalLM"],
+        model_type="share4v",
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        hidden_act="silu",
+        initializer_range=0.02,
+        pretraining_tp=1,
+        rope_scaling=None,
+        tie_word_embeddings=False,
+        torch_dtype="float32",
+        transformers_version="4.31.0",
+        use_cache=True,
+        freeze_mm_mlp_adapter=False,
+        image_aspect_ratio="pad",
+        image_grid_pinpoints=None,
+        mm_hidden_size=HIDDEN,
+        mm_projector_type="mlp2x_gelu",
+        mm_use_im_patch_token=False,
+        mm_use_im_start_end=False,
+        mm_vision_select_feature="patch",
+        mm_vision_select_layer=-2,
+        mm_vision_tower=str(vit_dir),
+        tune_mm_mlp_adapter=False,
+        use_mm_proj=True,
+    )
+    config.update(config_overrides)
+    (llm_dir / "config.json").write_text(json.dumps(config, indent=2))
+    (llm_dir / "generation_config.json").write_text(
+        json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0})
+    )
+    shutil.copy(spm_model_file, llm_dir / "tokenizer.model")
+    (llm_dir / "tokenizer_config.json").write_text(json.dumps(RELEASED_TOKENIZER_CONFIG))
+    (llm_dir / "special_tokens_map.json").write_text(
+        json.dumps({"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<unk>", "unk_token": "<unk>"})
+    )
+    return llm_dir, vit_dir
+
+
+def original_logits(llm_dir: Path, vit_dir: Path, ids: list[int], pixel_values: torch.Tensor) -> torch.Tensor:
+    """The original ShareGPT4V forward re-implemented from REFERENCE.md on the released files, with stock
+    transformers modules: CLIP hidden_states[select_layer] (CLS dropped for "patch") -> Linear -> exact GELU ->
+    Linear, the features spliced in at each -200 sentinel, Llama on inputs_embeds."""
+    config = json.loads((llm_dir / "config.json").read_text())
+    state = {}
+    for shard in sorted(llm_dir.glob("pytorch_model-*.bin")):
+        state.update(torch.load(shard, weights_only=True))
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            hidden_size=config["hidden_size"],
+            intermediate_size=config["intermediate_size"],
+            num_hidden_layers=config["num_hidden_layers"],
+            num_attention_heads=config["num_attention_heads"],
+            num_key_value_heads=config["num_key_value_heads"],
+            vocab_size=config["vocab_size"],
+            max_position_embeddings=config["max_position_embeddings"],
+            rms_norm_eps=config["rms_norm_eps"],
+        )
+    ).eval()
+    llama.load_state_dict({k: v for k, v in state.items() if "mm_projector" not in k and "inv_freq" not in k})
+    clip = CLIPVisionModel.from_pretrained(vit_dir).eval()
+    with torch.no_grad():
+        hidden = clip(pixel_values, output_hidden_states=True).hidden_states[config["mm_vision_select_layer"]]
+        if config["mm_vision_select_feature"] == "patch":
+            hidden = hidden[:, 1:]
+        p = "model.mm_projector."
+        features = F.linear(
+            F.gelu(F.linear(hidden, state[p + "0.weight"], state[p + "0.bias"])),
+            state[p + "2.weight"],
+            state[p + "2.bias"],
+        )
+        pieces, image = [], 0
+        for token in ids:
+            if token == SENTINEL:
+                pieces.append(features[image])
+                image += 1
+            else:
+                pieces.append(llama.model.embed_tokens(torch.tensor([token])))
+        return llama(inputs_embeds=torch.cat(pieces)[None]).logits[0]
+
+
+@pytest.fixture(scope="module")
+def released(spm_model_file, tmp_path_factory) -> tuple[Path, Path]:
+    return write_released_checkpoint(tmp_path_factory.mktemp("released"), spm_model_file)
+
+
+@pytest.fixture(scope="module")
+def converted_original(released, tmp_path_factory) -> Path:
+    llm_dir, _ = released
+    return convert_checkpoint(llm_dir, tmp_path_factory.mktemp("converted") / "ShareGPT4V-tiny-plugin")
+
+
+def image_prompts() -> list[list[int]]:
+    return [[1, 45, 67, SENTINEL, 13, 89, 101, 102], [1, SENTINEL, 30, 31, 32]]
+
+
+def test_released_checkpoint_converts_to_plugin_with_original_parity_without_plugin(
+    released, converted_original, tmp_path
+):
+    llm_dir, vit_dir = released
+    cases = []
+    for seed, ids in enumerate(image_prompts()):
+        pv = pixels(seed=seed)
+        cases.append(
+            {"ids": torch.tensor([expand(ids)]), "pv": pv, "expected": original_logits(llm_dir, vit_dir, ids, pv)}
+        )
+    torch.save(cases, tmp_path / "cases.pt")
+    run_without_plugin(
+        f"""
+        import torch
+        from transformers import AutoModelForCausalLM
+        model = AutoModelForCausalLM.from_pretrained({str(converted_original)!r}, trust_remote_code=True).eval()
+        assert type(model).__name__ == "ShareGPT4VForCausalLM" and model.config.text_config.vocab_size == 704
+        for case in torch.load("cases.pt"):
+            with torch.no_grad():
+                logits = model(input_ids=case["ids"], pixel_values=case["pv"]).logits[0]
+            # every original id within 1e-4 ...
+            assert (logits[:, :{ORIGINAL_VOCAB}] - case["expected"]).abs().max() < 1e-4
+            # ... and the appended rows never win: greedy choices over the full vocabulary are the original's
+            assert torch.equal(logits.argmax(-1), case["expected"].argmax(-1))
+        """,
+        tmp_path,
+    )
+
+
+def test_released_checkpoint_to_llava_hf_matches_original(released, tmp_path):
+    llm_dir, vit_dir = released
+    out = convert_checkpoint(llm_dir, tmp_path / "hf", to="llava-hf", vision_tower=vit_dir)
+    model = LlavaForConditionalGeneration.from_pretrained(out).eval()
+    for seed, ids in enumerate(image_prompts()):
+        pv = pixels(seed=seed)
+        expected = original_logits(llm_dir, vit_dir, ids, pv)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([expand(ids)]), pixel_values=pv).logits[0]
+        assert (logits[:, :ORIGINAL_VOCAB] - expected).abs().max() < 1e-4
+    processor = LlavaProcessor.from_pretrained(out)
+    assert processor.image_processor.do_pad is True
+    assert processor.tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [IMAGE_ID, PAD_ID]
+
+
+def test_released_conversion_vocab_tokenizer_and_files(released, converted_original, spm_model_file):
+    import sentencepiece as spm
+
+    llm_dir, _ = released
+    tensors = all_tensors(converted_original)
+    assert not any("inv_freq" in k or "mm_projector" in k for k in tensors)
+    original = {}
+    for shard in sorted(llm_dir.glob("pytorch_model-*.bin")):
+        original.update(torch.load(shard, weights_only=True))
+    for new, old in (
+        ("model.language_model.embed_tokens.weight", "model.embed_tokens.weight"),
+        ("lm_head.weight", "lm_head.weight"),
+    ):
+        assert tensors[new].shape == (704, HIDDEN)
+        assert torch.equal(tensors[new][:ORIGINAL_VOCAB], original[old])
+        # documented init of the 4 new rows (<image>, <pad>, 2 padding): the mean of the original rows
+        assert torch.allclose(tensors[new][ORIGINAL_VOCAB:], original[old].mean(0).expand(4, -1), atol=1e-6)
+    assert torch.equal(tensors["model.multi_modal_projector.linear_2.bias"], original["model.mm_projector.2.bias"])
+    config = json.loads((converted_original / "config.json").read_text())
+    assert (config["image_token_id"], config["text_config"]["vocab_size"], config["text_config"]["pad_token_id"]) == (
+        IMAGE_ID,
+        704,
+        PAD_ID,
+    )
+    assert (
+        config["vision_feature_layer"],
+        config["vision_feature_select_strategy"],
+        config["image_aspect_ratio"],
+    ) == (
+        -2,
+        "default",
+        "pad",
+    )
+    generation = json.loads((converted_original / "generation_config.json").read_text())
+    assert (generation["bos_token_id"], generation["eos_token_id"], generation["pad_token_id"]) == (1, 2, PAD_ID)
+    tokenizer = AutoTokenizer.from_pretrained(converted_original)
+    sp = spm.SentencePieceProcessor(model_file=str(spm_model_file))
+    for text in (
+        "A chat between a curious user and an artificial intelligence assistant.",
+        "USER: two cats?\nASSISTANT: yes",
+    ):
+        assert tokenizer(text).input_ids == [1] + sp.encode(text)
+    assert tokenizer("x <image>\ny").input_ids.count(IMAGE_ID) == 1
+    card = (converted_original / "README.md").read_text()
+    assert "trust_remote_code=True" in card and str(llm_dir) in card and "license:" in card
+
+
+def test_cls_patch_select_feature_becomes_full(spm_model_file, tmp_path):
+    llm_dir, vit_dir = write_released_checkpoint(tmp_path, spm_model_file, mm_vision_select_feature="cls_patch")
+    out = convert_checkpoint(llm_dir, tmp_path / "out")
+    model = ShareGPT4VForCausalLM.from_pretrained(out).eval()
+    assert (model.config.vision_feature_select_strategy, model.config.image_seq_length) == ("full", 577)
+    ids = [1, 45, SENTINEL, 13]
+    pv = pixels()
+    expected = original_logits(llm_dir, vit_dir, ids, pv)
+    expanded = []
+    for token in ids:
+        expanded.extend([IMAGE_ID] * 577 if token == SENTINEL else [token])
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([expanded]), pixel_values=pv).logits[0]
+    assert (logits[:, :ORIGINAL_VOCAB] - expected).abs().max() < 1e-4
+
+
+def _edit_config(llm_dir: Path, **changes) -> None:
+    config = json.loads((llm_dir / "config.json").read_text())
+    config.update(changes)
+    (llm_dir / "config.json").write_text(json.dumps(config))
+
+
+def _edit_weights(llm_dir: Path, edit) -> None:
+    index_path = llm_dir / "pytorch_model.bin.index.json"
+    index = json.loads(index_path.read_text())
+    for shard in sorted(llm_dir.glob("pytorch_model-*.bin")):
+        state = torch.load(shard, weights_only=True)
+        edit(state, shard.name)
+        torch.save(state, shard)
+    index["weight_map"] = {
+        k: s.name for s in sorted(llm_dir.glob("pytorch_model-*.bin")) for k in torch.load(s, weights_only=True)
+    }
+    index_path.write_text(json.dumps(index))
+
+
+def _drop(key):
+    return lambda state, name: state.pop(key, None)
+
+
+def _add(key, tensor):
+    return lambda state, name: state.update({key: tensor}) if name.endswith("00002.bin") else None
+
+
+def _wide_projector(state, name):  # a projector trained for a wider LLM ("a 13B LLM with a 7B projector")
+    if "model.mm_projector.0.weight" in state:
+        state["model.mm_projector.0.weight"] = torch.zeros(48, HIDDEN)
+    if "model.mm_projector.0.bias" in state:
+        state["model.mm_projector.0.bias"] = torch.zeros(48)
+
+
+@pytest.mark.parametrize(
+    ("config_changes", "weight_edit", "match"),
+    [
+        ({"mm_projector_type": "linear"}, None, "mm_projector_type 'linear'"),
+        ({"mm_projector_type": "mlp3x_gelu"}, None, "mm_projector_type 'mlp3x_gelu'"),
+        ({"mm_vision_select_feature": "cls"}, None, "mm_vision_select_feature 'cls'"),
+        ({"mm_hidden_size": 64}, None, "mm_hidden_size is 64 .* hidden_size 32"),
+        ({"mm_use_im_start_end": True}, None, "mm_use_im_start_end"),
+        ({"mm_vision_select_layer": -9}, None, "mm_vision_select_layer -9"),
+        ({"image_aspect_ratio": "anyres"}, None, "image_aspect_ratio 'anyres'"),
+        ({"vocab_size": 800}, None, "tokenizer has 700 tokens .* vocab_size is 800"),
+        ({}, _drop("model.layers.1.mlp.up_proj.weight"), "missing .*model.language_model.layers.1.mlp.up_proj.weight"),
+        (
+            {},
+            _add("model.layers.0.self_attn.extra_adapter.weight", torch.zeros(2)),
+            "extra weight 'model.layers.0.self_attn.extra_adapter.weight'",
+        ),
+        ({}, _add("model.mm_projector.4.weight", torch.zeros(2)), "'model.mm_projector.4.weight'.*layer 4"),
+        ({}, _wide_projector, "'model.mm_projector.0.(weight|bias)' has shape \\[48.*7B projector with a 13B LLM"),
+    ],
+)
+def test_released_checkpoint_refusals_name_the_field_or_key(
+    spm_model_file, tmp_path, config_changes, weight_edit, match
+):
+    llm_dir, _ = write_released_checkpoint(tmp_path, spm_model_file)
+    _edit_config(llm_dir, **config_changes)
+    if weight_edit is not None:
+        _edit_weights(llm_dir, weight_edit)
+    with pytest.raises(ValueError, match=match):
+        convert_checkpoint(llm_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial*"))
+
+
+def test_vision_tower_flag_overrides_mm_vision_tower_and_bad_ids_are_explained(released, tmp_path):
+    llm_dir, vit_dir = released
+    src = tmp_path / "src"
+    shutil.copytree(llm_dir, src)
+    _edit_config(src, mm_vision_tower="Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12")
+    # offline (HF_HUB_OFFLINE=1) and not cached: a clear error naming the repo and what to do
+    with pytest.raises(
+        ValueError,
+        match="vision tower 'Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12' is not a local folder.*HF_HUB_OFFLINE",
+    ):
+        convert_checkpoint(src, tmp_path / "out")
+    with pytest.raises(ValueError, match="SRC 'someone/not-downloaded' is not a local folder"):
+        convert_checkpoint("someone/not-downloaded", tmp_path / "out")
+    assert cli_main(["convert", str(src), str(tmp_path / "out"), "--vision-tower", str(vit_dir)]) == 0
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "sharegpt4v"

@@ -1,0 +1,235 @@
+"""Publish checkpoints on the Hugging Face Hub: model cards and `sharegpt4v push DST REPO_ID`.
+
+A plugin checkpoint is self-contained: weights, config with `auto_map`, the remote-code files, the processor
+(tokenizer, image processor, chat template) and a model card telling users to load it with
+`trust_remote_code=True`. `push_checkpoint` checks that before uploading, writes the card if the folder has
+none, and uploads the folder with `huggingface_hub` (so `HF_ENDPOINT`, `HF_TOKEN` etc. apply as usual).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCard, ModelCardData
+
+REMOTE_CODE_FILES = ("configuration_sharegpt4v.py", "modeling_sharegpt4v.py")
+WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
+
+PLUGIN_USAGE = """\
+```python
+import torch
+from PIL import Image
+from transformers import AutoModelForCausalLM, AutoProcessor
+
+repo = "{repo_id}"
+model = AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True, dtype=torch.bfloat16, device_map="auto")
+processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
+
+messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "Describe this image in detail."}}]}}]
+prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+inputs = processor(images=Image.open("photo.jpg"), text=prompt, return_tensors="pt").to(model.device)
+output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
+print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```
+
+`trust_remote_code=True` runs the model code stored in this repository (`configuration_sharegpt4v.py`,
+`modeling_sharegpt4v.py`, `image_processing_sharegpt4v.py`, `processing_sharegpt4v.py`); read them first.
+With the plugin installed (`pip install transformers-sharegpt4v`, then `import transformers_sharegpt4v`)
+the same classes load without remote code."""
+
+LLAVA_USAGE = """\
+```python
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+model = LlavaForConditionalGeneration.from_pretrained("{repo_id}", dtype="auto", device_map="auto")
+processor = AutoProcessor.from_pretrained("{repo_id}")
+```
+
+Serve it with vLLM (`vllm serve {repo_id}`) or SGLang (`python -m sglang.launch_server --model-path {repo_id}`):
+both read the llava-hf layout, the vicuna_v1 chat template stored here and the image processor, which pads to
+a square with the mean colour (`do_pad=True`) as the original ShareGPT4V inference code does."""
+
+
+def read_license(folder: str | os.PathLike) -> str | None:
+    """The `license` of the model card in `folder` (README.md front matter), if any."""
+    path = Path(folder) / "README.md"
+    if not path.is_file():
+        return None
+    try:
+        return ModelCard.load(path).data.license
+    except Exception:  # a README without (valid) front matter has no license field
+        return None
+
+
+def write_model_card(
+    folder: str | os.PathLike,
+    to: str = "sharegpt4v",
+    provenance: dict[str, Any] | None = None,
+    config: Any = None,
+    repo_id: str | None = None,
+    license: str | None = None,
+    name: str | None = None,
+) -> Path:
+    """Write README.md (a Hub model card) into a checkpoint folder and return its path.
+
+    `provenance` records where the weights come from (`source`, `source_format`, `base_model`,
+    `vision_tower`, `new_vocab_rows`); the license is `license`, else the source card's, else "other".
+    `name` is the model's name in the title and examples (default: `repo_id`, else the folder name).
+    """
+    folder = Path(folder)
+    provenance = dict(provenance or {})
+    source = provenance.get("source")
+    if license is None and source and Path(str(source)).is_dir():
+        license = read_license(source)
+    license = license or provenance.get("license") or "other"
+    name = name or (repo_id.split("/")[-1] if repo_id else folder.name)
+    repo_id = repo_id or f"<your-namespace>/{name}"
+    base_model = provenance.get("base_model") if "/" in str(provenance.get("base_model", "")) else None
+    data = ModelCardData(
+        license=license,
+        library_name="transformers",
+        pipeline_tag="image-text-to-text",
+        tags=["sharegpt4v", "llava", "vision-language"] + (["custom_code"] if to == "sharegpt4v" else []),
+        base_model=base_model,
+    )
+    kind = "ShareGPT4V plugin checkpoint (remote code)" if to == "sharegpt4v" else "llava-hf checkpoint"
+    lines = [
+        f"# {name}",
+        "",
+        f"A ShareGPT4V vision-language model (CLIP ViT-L/14-336 -> 2-layer GELU MLP -> LLaMA/Vicuna) as a {kind}.",
+        "",
+        "## Usage",
+        "",
+        (PLUGIN_USAGE if to == "sharegpt4v" else LLAVA_USAGE).format(repo_id=repo_id),
+        "",
+        "## Provenance",
+        "",
+    ]
+    if source:
+        lines.append(
+            f"- Converted from `{source}` ({provenance.get('source_format', 'unknown')} layout) with "
+            f"`sharegpt4v convert` on {datetime.date.today().isoformat()}."
+        )
+    if provenance.get("vision_tower"):
+        lines.append(f"- Vision tower: `{provenance['vision_tower']}`.")
+    if config is not None:
+        text = config.text_config
+        lines.append(
+            f"- Language model: {text.num_hidden_layers} layers, hidden size {text.hidden_size}, vocabulary "
+            f"{text.vocab_size}; {config.image_seq_length} tokens per image."
+        )
+    rows = int(provenance.get("new_vocab_rows") or 0)
+    if source and rows:
+        lines.append(
+            f"- Weights are copied unchanged except {rows} rows appended to `embed_tokens` and `lm_head` for `<image>`, "
+            "`<pad>` and padding to a multiple of 64; they hold the mean of the original rows, so the logits of every "
+            "original token and the greedy outputs equal the original model's."
+        )
+    elif source:
+        lines.append("- Weights are copied unchanged (same tensors, same values).")
+    lines += [
+        "",
+        "## License",
+        "",
+        f"License: `{license}`. The weights keep the license of the model they were converted from "
+        "(ShareGPT4V / LLaVA-1.5 builds on LLaMA 2 / Vicuna: the Llama 2 Community License applies).",
+        "",
+    ]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
+    path = folder / "README.md"
+    card.save(path)
+    return path
+
+
+def check_checkpoint_folder(folder: Path) -> str:
+    """Raise unless `folder` is a complete checkpoint; returns its model_type."""
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise ValueError(f"{folder} has no config.json: not a checkpoint folder (convert or save_pretrained first).")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+        raise ValueError(f"{folder} holds no weights (*.safetensors or pytorch_model*.bin).")
+    model_type = config.get("model_type")
+    if model_type == "sharegpt4v":
+        missing = [name for name in REMOTE_CODE_FILES if not (folder / name).is_file()]
+        if missing or "auto_map" not in config:
+            raise ValueError(
+                f"{folder} is a plugin checkpoint but lacks {', '.join(missing) or 'auto_map in config.json'}: users "
+                "could not load it with trust_remote_code=True. Re-save it with save_pretrained or sharegpt4v convert."
+            )
+    return str(model_type)
+
+
+def push_checkpoint(
+    folder: str | os.PathLike,
+    repo_id: str,
+    private: bool | None = None,
+    token: str | None = None,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    license: str | None = None,
+) -> str:
+    """Upload a checkpoint folder (weights, code, processor, model card) to the Hub repo `repo_id`.
+
+    Writes a model card first when the folder has no README.md. Returns the URL of the commit.
+    """
+    folder = Path(folder)
+    model_type = check_checkpoint_folder(folder)
+    if not (folder / "README.md").is_file():
+        write_model_card(
+            folder, to="sharegpt4v" if model_type == "sharegpt4v" else "llava-hf", repo_id=repo_id, license=license
+        )
+    api = HfApi(token=token)
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    commit = api.upload_folder(
+        folder_path=folder,
+        repo_id=repo_id,
+        repo_type="model",
+        revision=revision,
+        commit_message=commit_message or f"Upload {model_type} checkpoint with sharegpt4v push",
+        create_pr=create_pr,
+        ignore_patterns=[".*", "*.partial*", "__pycache__/*"],
+    )
+    return str(getattr(commit, "commit_url", commit))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "folder", metavar="DST", help="checkpoint folder (from `sharegpt4v convert` or save_pretrained)"
+    )
+    parser.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id, e.g. your-name/ShareGPT4V-7B")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--revision", default=None, help="branch to push to")
+    parser.add_argument("--commit-message", default=None)
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    parser.add_argument("--license", default=None, help="license field of the model card written if none exists")
+    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        url = push_checkpoint(
+            args.folder,
+            args.repo_id,
+            private=args.private or None,
+            token=args.token,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            create_pr=args.create_pr,
+            license=args.license,
+        )
+    except ValueError as error:
+        print(f"sharegpt4v push: error: {error}")
+        return 2
+    files = sum(1 for p in Path(args.folder).iterdir() if p.is_file())
+    print(f"Pushed {args.folder} ({files} files) to {args.repo_id}: {url}")
+    return 0
+
+
+__all__ = ["check_checkpoint_folder", "push_checkpoint", "read_license", "write_model_card"]
