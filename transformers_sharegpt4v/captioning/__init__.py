@@ -1,0 +1,29 @@
+"""Captioning at scale: the Share-Captioner workflow, batched, resumable exactly once, multi-process.
+
+    from transformers_sharegpt4v.captioning import caption_images
+    summary = caption_images("path/to/captioner", "path/to/images", "captions/", preset="detailed")
+    print(summary.line())
+
+Pieces: `loader` (sources and DataLoader workers), `engine` (batched generation with one prompt),
+`writer` (atomic parquet shards, run.json, errors.jsonl), `degenerate` (repetition-loop guard),
+`run` (`caption_images`, `export_to_json`), `cli` (`sharegpt4v caption`).
+"""
+
+from .degenerate import find_repetition, is_degenerate
+from .engine import PRESETS, CaptionEngine, GenerationSettings
+from .loader import ImageSource, list_source
+from .run import CaptionSummary, caption_images, export_to_json, load_captioner
+
+__all__ = [
+    "PRESETS",
+    "CaptionEngine",
+    "CaptionSummary",
+    "GenerationSettings",
+    "ImageSource",
+    "caption_images",
+    "export_to_json",
+    "find_repetition",
+    "is_degenerate",
+    "list_source",
+    "load_captioner",
+]
