@@ -1,0 +1,171 @@
+"""`sharegpt4v init DST --vision VIT --llm LLM [--projector FILE]`: assemble a new plugin checkpoint.
+
+The real starting point of stage 1 ("Training recipe" in REFERENCE.md): a CLIP vision checkpoint
+(`openai/clip-vit-large-patch14-336`, or a `CLIPVisionModel` folder), a Llama/Vicuna checkpoint
+(`lmsys/vicuna-7b-v1.5`) and, optionally, LLaVA-1.5's pretrained projector (`mm_projector.bin` or
+`.safetensors`, keys `model.mm_projector.{0,2}.{weight,bias}`). The tokenizer gets the `<image>` token
+(appended, as llava-hf does) and the LLM's embeddings are resized to a multiple of 64. Without
+`--projector` the projector is freshly initialized.
+
+`--vision-config-json` / `--text-config-json` override keys of the loaded configs (for example
+`{"num_hidden_layers": 2}` keeps the first two layers), so tests and the demo build tiny models the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+IMAGE_TOKEN = "<image>"
+# llava-hf pads the vocabulary to a multiple of 64 (32000 + <image> -> 32064): faster matmuls on GPUs.
+PAD_VOCAB_TO_MULTIPLE_OF = 64
+
+
+def _json_overrides(text: str | None, flag: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    path = Path(text)
+    try:
+        value = json.loads(path.read_text() if path.suffix == ".json" and path.is_file() else text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{flag} must be a JSON object or a .json file, got {text!r}: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag} must be a JSON object (key -> value), got {type(value).__name__}.")
+    return value
+
+
+def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a LLaVA-1.5 `mm_projector.bin`/`.safetensors` into `multi_modal_projector` keys (`linear_{1,2}`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Projector file not found: {str(path)!r}.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    renamed: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
+        tail = key.split("mm_projector.")[-1] if "mm_projector." in key else key.split("multi_modal_projector.")[-1]
+        index, _, kind = tail.partition(".")
+        target = {"0": "linear_1", "2": "linear_2", "linear_1": "linear_1", "linear_2": "linear_2"}.get(index)
+        if target is None or kind not in ("weight", "bias"):
+            raise ValueError(
+                f"Unexpected key {key!r} in projector file {str(path)!r}: expected mm_projector.{{0,2}}.{{weight,bias}} "
+                "(LLaVA-1.5 mlp2x_gelu)."
+            )
+        renamed[f"{target}.{kind}"] = tensor
+    return renamed
+
+
+def init_checkpoint(
+    output_dir: str | Path,
+    vision: str,
+    llm: str,
+    projector: str | None = None,
+    vision_config_overrides: dict[str, Any] | None = None,
+    text_config_overrides: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+    seed: int = 0,
+) -> Path:
+    """Build a `ShareGPT4VForCausalLM` from a CLIP and a Llama checkpoint, save it with its processor and code."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
+
+    from ..configuration_sharegpt4v import ShareGPT4VConfig
+    from ..image_processing_sharegpt4v import ShareGPT4VImageProcessor
+    from ..modeling_sharegpt4v import ShareGPT4VForCausalLM
+    from ..processing_sharegpt4v import ShareGPT4VProcessor
+
+    torch.manual_seed(seed)
+    vision_config = CLIPVisionConfig.from_pretrained(vision)
+    for key, value in (vision_config_overrides or {}).items():
+        setattr(vision_config, key, value)
+    vision_model = CLIPVisionModel.from_pretrained(vision, config=vision_config, dtype=torch.float32)
+
+    text_config = AutoConfig.from_pretrained(llm)
+    for key, value in (text_config_overrides or {}).items():
+        setattr(text_config, key, value)
+    language_model = AutoModelForCausalLM.from_pretrained(llm, config=text_config, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(llm)
+    ShareGPT4VProcessor.prepare_tokenizer(tokenizer, image_token=IMAGE_TOKEN)  # <image> (and <pad> if none)
+    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
+        language_model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
+    text_config = language_model.config
+    text_config.pad_token_id = tokenizer.pad_token_id
+
+    patches = (vision_config.image_size // vision_config.patch_size) ** 2
+    config = ShareGPT4VConfig(
+        vision_config=vision_config.to_dict(),
+        text_config=text_config.to_dict(),
+        image_token_id=image_token_id,
+        image_seq_length=patches,
+    )
+    model = ShareGPT4VForCausalLM(config)
+    model.model.vision_tower.load_state_dict(vision_model.state_dict())
+    model.model.language_model.load_state_dict(language_model.model.state_dict())
+    model.lm_head.load_state_dict(language_model.lm_head.state_dict())
+    if projector is not None:
+        state = load_projector_state(projector)
+        expected = {k: tuple(v.shape) for k, v in model.model.multi_modal_projector.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        if expected != found:
+            raise ValueError(
+                f"Projector {projector!r} does not fit: it has {found}, the model needs {expected} (vision hidden "
+                f"{vision_config.hidden_size} -> text hidden {text_config.hidden_size})."
+            )
+        model.model.multi_modal_projector.load_state_dict(state)
+    if dtype is not None:
+        model = model.to(dtype)
+
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    size = vision_config.image_size
+    image_processor = ShareGPT4VImageProcessor(
+        do_pad=True, size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+    )
+    # Saved for inference and stage 2 (pad to square, vicuna_v1 by default, plain also bundled); stage 1
+    # overrides both at training time without changing the saved processor.
+    processor = ShareGPT4VProcessor.from_model_config(config, tokenizer, image_processor=image_processor)
+    processor.save_pretrained(output_dir)
+    return output_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("output_dir", metavar="DST", help="folder to write the new checkpoint to")
+    parser.add_argument("--vision", required=True, metavar="VIT", help="CLIP (vision) checkpoint: Hub id or folder")
+    parser.add_argument("--llm", required=True, metavar="LLM", help="Llama/Vicuna checkpoint: Hub id or folder")
+    parser.add_argument("--projector", metavar="FILE", help="LLaVA-1.5 mm_projector.bin or .safetensors (optional)")
+    parser.add_argument("--vision-config-json", metavar="JSON", help="overrides of the vision config (JSON or file)")
+    parser.add_argument("--text-config-json", metavar="JSON", help="overrides of the LLM config (JSON or file)")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="save in this dtype")
+    parser.add_argument("--seed", type=int, default=0, help="seed for the freshly initialized projector")
+
+
+def run(args: argparse.Namespace) -> int:
+    output = init_checkpoint(
+        args.output_dir,
+        vision=args.vision,
+        llm=args.llm,
+        projector=args.projector,
+        vision_config_overrides=_json_overrides(args.vision_config_json, "--vision-config-json"),
+        text_config_overrides=_json_overrides(args.text_config_json, "--text-config-json"),
+        dtype=getattr(torch, args.dtype) if args.dtype else None,
+        seed=args.seed,
+    )
+    print(
+        f"ShareGPT4V checkpoint written to {output} (vision {args.vision}, llm {args.llm}, projector "
+        f"{args.projector or 'new'})."
+    )
+    return 0
+
+
+__all__ = ["init_checkpoint", "load_projector_state"]

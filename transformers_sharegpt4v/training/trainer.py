@@ -1,0 +1,237 @@
+"""SFTTrainer glue: load the model, processor and data of a recipe, apply the stage policy, train.
+
+TRL's SFTTrainer is used as is, with three things of ours passed in:
+- the collator (`ShareGPT4VDataCollator`): the original labels and padding-free packing, which TRL does not
+  offer for image datasets (it raises on `padding_free`/`packing` there and, in plain `messages` mode,
+  trains on every token). So the recipe's `padding_free` goes to our collator and TRL sees `False`;
+  `dataset_kwargs={"skip_prepare_dataset": True}` and `remove_unused_columns=False` keep the raw rows;
+- the trainable-parameter policy of the stage (`apply_stage_policy`), applied before the trainer builds
+  its optimizer (or, with `use_peft`, LoRA on the LLM plus the projector as a fully trained module);
+- `ShareGPT4VTrainer.log` adds throughput: samples/s and tokens/s (real tokens, image positions included,
+  padding excluded) over the steps since the previous log line, summed over processes.
+
+TRL's fused LM head calls the backbone (`model.model`, our `ShareGPT4VModel`) directly; the image merge
+happens there, so image batches work unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
+
+from .collator import ShareGPT4VDataCollator, drop_overlong
+from .recipe import ShareGPT4VArguments
+from .trainable import apply_stage_policy
+
+logger = logging.getLogger(__name__)
+
+# LoRA goes on the LLM's linear layers only (the vision tower's q/k/v names would match a plain list).
+DEFAULT_LORA_TARGET = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+class ShareGPT4VTrainer(SFTTrainer):
+    """`SFTTrainer` that also logs samples/s and tokens/s."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._throughput_counts = torch.zeros(2, dtype=torch.float64)  # samples, real tokens
+        self._throughput_since: float | None = None
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if self._throughput_since is None:
+            self._throughput_since = time.perf_counter()
+        if "attention_mask" in inputs:
+            samples, tokens = inputs["attention_mask"].shape[0], int(inputs["attention_mask"].sum())
+        else:
+            positions = inputs["position_ids"]
+            samples, tokens = int((positions == 0).sum()), positions.numel()
+        self._throughput_counts += torch.tensor([samples, tokens], dtype=torch.float64)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._throughput_since is not None:
+            elapsed = max(time.perf_counter() - self._throughput_since, 1e-9)
+            counts = self._throughput_counts.to(self.accelerator.device)
+            if self.accelerator.num_processes > 1:
+                counts = self.accelerator.reduce(counts, reduction="sum")
+            logs["samples_per_second"] = round(float(counts[0]) / elapsed, 3)
+            logs["tokens_per_second"] = round(float(counts[1]) / elapsed, 1)
+            self._throughput_counts.zero_()
+            self._throughput_since = time.perf_counter()
+        super().log(logs, start_time)
+
+
+def load_training_dataset(script_args: ScriptArguments) -> Any:
+    """The train split of `dataset_name`: a `sharegpt4v data build` folder, a `save_to_disk` folder or a Hub id."""
+    from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+    name = script_args.dataset_name
+    if name is None:
+        raise ValueError("The recipe has no `dataset_name`: set it to a `sharegpt4v data build` folder or a Hub id.")
+    path = Path(name)
+    if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
+        dataset = load_from_disk(str(path))
+    else:
+        dataset = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
+    if isinstance(dataset, (DatasetDict, dict)) or hasattr(dataset, "keys"):
+        split = script_args.dataset_train_split
+        if split not in dataset:
+            raise ValueError(f"Dataset {name!r} has no split {split!r} (splits: {list(dataset)}).")
+        dataset = dataset[split]
+    if isinstance(dataset, Dataset):
+        missing = {"messages", "images"} - set(dataset.column_names)
+        if missing:
+            raise ValueError(
+                f"Dataset {name!r} lacks the column(s) {sorted(missing)}: build it with `sharegpt4v data build` "
+                "(columns id, images, messages, source)."
+            )
+    return dataset
+
+
+def load_model(model_args: ModelConfig, training_args: SFTConfig) -> torch.nn.Module:
+    """`AutoModelForImageTextToText.from_pretrained` with the recipe's dtype and attention (flash on CUDA)."""
+    from transformers import AutoModelForImageTextToText
+
+    from ..modeling_sharegpt4v import default_attn_implementation
+
+    if model_args.model_name_or_path is None:
+        raise ValueError("The recipe has no `model_name_or_path`: make one with `sharegpt4v init` or `convert`.")
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    device = "cpu" if training_args.use_cpu else None
+    return AutoModelForImageTextToText.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=dtype if dtype is not None else torch.float32,
+        attn_implementation=model_args.attn_implementation or default_attn_implementation(device),
+        trust_remote_code=training_args.trust_remote_code,
+    )
+
+
+def load_processor(model_args: ModelConfig) -> Any:
+    from ..processing_sharegpt4v import ShareGPT4VProcessor
+
+    processor = ShareGPT4VProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
+    if processor.tokenizer.pad_token is None:
+        raise ValueError(
+            f"The tokenizer of {model_args.model_name_or_path!r} has no pad token: rebuild the checkpoint with "
+            "`sharegpt4v init` (it adds one)."
+        )
+    return processor
+
+
+def peft_config_for(model_args: ModelConfig, stage: str) -> Any:
+    """LoRA on the LLM's linear layers; the projector trained in full (`modules_to_save`)."""
+    from trl import get_peft_config
+
+    if model_args.lora_target_modules is None:
+        model_args.lora_target_modules = DEFAULT_LORA_TARGET
+    if model_args.lora_modules_to_save is None:
+        model_args.lora_modules_to_save = ["multi_modal_projector"]
+    config = get_peft_config(model_args)
+    if stage == "pretrain":
+        logger.warning("use_peft: LoRA adapts the LLM only; the vision layers of stage pretrain stay frozen.")
+    return config
+
+
+def build_trainer(
+    script_args: ScriptArguments,
+    training_args: SFTConfig,
+    model_args: ModelConfig,
+    ours: ShareGPT4VArguments,
+    model: torch.nn.Module | None = None,
+    processor: Any = None,
+    train_dataset: Any = None,
+) -> ShareGPT4VTrainer:
+    """An SFTTrainer for the stage of `ours`, with our collator and trainable parameters."""
+    processor = processor if processor is not None else load_processor(model_args)
+    model = model if model is not None else load_model(model_args, training_args)
+    train_dataset = train_dataset if train_dataset is not None else load_training_dataset(script_args)
+
+    padding_free = bool(training_args.padding_free)
+    training_args.padding_free = False  # TRL refuses it for image datasets; our collator packs instead
+    if training_args.packing:
+        raise ValueError(
+            "packing=true is TRL's dataset-level packing, which TRL does not support for image datasets: use "
+            "padding_free=true (batch-level packing by ShareGPT4V's collator) instead."
+        )
+    training_args.remove_unused_columns = False
+    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    if training_args.assistant_only_loss or training_args.completion_only_loss:
+        logger.warning(
+            "assistant_only_loss/completion_only_loss are ignored: the collator builds the original labels."
+        )
+        training_args.assistant_only_loss = False
+        training_args.completion_only_loss = None
+
+    use_flash = getattr(model.config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
+    collator = ShareGPT4VDataCollator(
+        processor=processor,
+        chat_template=ours.template,
+        do_pad=ours.do_pad,
+        max_length=training_args.max_length,
+        padding_free=padding_free,
+        pad_to_multiple_of=training_args.pad_to_multiple_of,
+        return_flash_kwargs=padding_free and use_flash,
+    )
+    if hasattr(train_dataset, "filter") and not isinstance(train_dataset, torch.utils.data.IterableDataset):
+        try:
+            train_dataset = drop_overlong(
+                train_dataset, processor, ours.template, training_args.max_length, training_args.dataset_num_proc
+            )
+        except TypeError:  # an IterableDataset: the collator skips (and counts) instead
+            pass
+
+    peft_config = None
+    if model_args.use_peft:
+        peft_config = peft_config_for(model_args, ours.stage)
+    else:
+        report = apply_stage_policy(model, ours.stage, ours.vision_trainable_from_layer)
+        logger.warning("Trainable parameters\n%s", report.summary())
+    logger.warning(
+        "stage %s: template %s, pad to square %s, max_length %s text tokens (+575 per image), %s",
+        ours.stage,
+        ours.template,
+        ours.do_pad,
+        training_args.max_length,
+        "padding-free packing" if padding_free else "padded batches",
+    )
+    return ShareGPT4VTrainer(
+        model=model,
+        args=training_args,
+        data_collator=collator,
+        train_dataset=train_dataset,
+        processing_class=processor,
+        peft_config=peft_config,
+    )
+
+
+def train(
+    script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig, ours: ShareGPT4VArguments
+) -> ShareGPT4VTrainer:
+    """Train a recipe end to end: build the trainer, train (resuming if asked), save the final model."""
+    trainer = build_trainer(script_args, training_args, model_args, ours)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    collator = trainer.data_collator
+    if collator.skipped:
+        logger.warning("%d sample(s) skipped by the collator (images beyond max_length).", collator.skipped)
+    return trainer
+
+
+__all__ = [
+    "DEFAULT_LORA_TARGET",
+    "ShareGPT4VTrainer",
+    "build_trainer",
+    "load_model",
+    "load_processor",
+    "load_training_dataset",
+    "peft_config_for",
+    "train",
+]
