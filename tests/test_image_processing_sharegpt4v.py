@@ -270,6 +270,13 @@ def test_truncated_jpeg_raises_even_if_pil_is_told_to_accept_it(processor, tmp_p
     assert PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is restored
 
 
+def test_lazily_opened_truncated_image_raises_naming_the_file(processor, tmp_path, monkeypatch):
+    path = truncated_jpeg(tmp_path)
+    monkeypatch.setattr(PIL.ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    with pytest.raises(CorruptImageError, match="truncated.jpg"):
+        processor(PIL.Image.open(path))
+
+
 def test_corrupt_and_missing_files(processor, tmp_path):
     garbage = tmp_path / "garbage.jpg"
     garbage.write_bytes(b"this is not an image" * 10)

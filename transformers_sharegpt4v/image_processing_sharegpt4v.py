@@ -60,19 +60,13 @@ _TWO_PASS_FILTERS = {
 _STRICT_LOAD_LOCK = threading.Lock()
 
 
-def load_image_file(path: str | os.PathLike) -> PIL.Image.Image:
-    """Open and fully decode an image file, as the original code did (`Image.open(path)`, no EXIF rotation).
-
-    A truncated or corrupt file raises `CorruptImageError` naming the file, even if some other library set
-    PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` (which makes PIL fill missing rows with grey silently).
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Image file not found: {path!r}. Check the image root and the file name.")
+def _decode_strictly(image: PIL.Image.Image, name: str) -> PIL.Image.Image:
+    """Decode a lazily opened image now; a truncated or corrupt file raises `CorruptImageError` naming it."""
+    if not (isinstance(image, PIL.ImageFile.ImageFile) and image.tile):
+        return image  # already decoded (or never from a file)
     try:
-        image = PIL.Image.open(path)
         if PIL.ImageFile.LOAD_TRUNCATED_IMAGES:
-            # Decode with the flag off so that truncation is an error; restored right after.
+            # Decode with the flag off so that truncation is an error; the caller's value is restored after.
             with _STRICT_LOAD_LOCK:
                 previous = PIL.ImageFile.LOAD_TRUNCATED_IMAGES
                 PIL.ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -84,10 +78,30 @@ def load_image_file(path: str | os.PathLike) -> PIL.Image.Image:
             image.load()
     except (OSError, SyntaxError, ValueError, EOFError) as error:
         raise CorruptImageError(
-            f"Cannot decode image file {path!r} ({type(error).__name__}: {error}). The file is corrupt, "
-            "truncated or not an image: re-download it, or remove it from the dataset."
+            f"Cannot decode image file {name!r} ({type(error).__name__}: {error}). The file is corrupt or "
+            "truncated: re-download it, or remove it from the dataset."
         ) from error
     return image
+
+
+def load_image_file(path: str | os.PathLike) -> PIL.Image.Image:
+    """Open and fully decode an image file, as the original code did (`Image.open(path)`, no EXIF rotation).
+
+    A truncated or corrupt file raises `CorruptImageError` naming the file, even if some other library set
+    PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` (which makes PIL fill the missing rows silently). That
+    check switches the global flag off for the duration of the decode, under a lock.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Image file not found: {path!r}. Check the image root and the file name.")
+    try:
+        image = PIL.Image.open(path)
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise CorruptImageError(
+            f"Cannot open image file {path!r} ({type(error).__name__}: {error}). It is corrupt or not an "
+            "image: re-download it, or remove it from the dataset."
+        ) from error
+    return _decode_strictly(image, path)
 
 
 def _array_to_uint8(array: np.ndarray, channels_first: bool | None) -> np.ndarray:
@@ -213,7 +227,9 @@ class ShareGPT4VImageProcessor(PilBackend):
         """One input image -> PIL RGB image exactly as the original pipeline saw it."""
         if isinstance(image, (str, Path)):
             image = load_image_file(image)
-        elif not isinstance(image, PIL.Image.Image):
+        elif isinstance(image, PIL.Image.Image):
+            image = _decode_strictly(image, getattr(image, "filename", None) or "<in-memory image>")
+        else:
             is_tensor = isinstance(image, torch.Tensor)
             array = image.float().numpy() if is_tensor and image.dtype == torch.bfloat16 else np.asarray(image)
             channels_first = None
