@@ -151,6 +151,17 @@ def test_other_filters_equal_resizing_the_padded_canvas(resample):
     assert np.abs(ours - expected.transpose(2, 0, 1)).max() < TOLERANCE
 
 
+@pytest.mark.parametrize("width, height", [(500, 150), (150, 500)])
+def test_fixed_output_size_equals_resizing_the_padded_canvas(width, height):
+    image = PIL.Image.fromarray(random_pixels(height, width, 3, seed=18))
+    processor = ShareGPT4VImageProcessor(size={"height": 200, "width": 260}, do_center_crop=False)
+    ours = processor(image, return_tensors="np")["pixel_values"][0]
+    canvas = expand2square(image, (122, 116, 104)).resize((260, 200), PIL.Image.BICUBIC)
+    expected = (np.asarray(canvas, dtype=np.float64) / 255 - CLIP_MEAN) / CLIP_STD
+    assert ours.shape == (3, 200, 260)
+    assert np.abs(ours - expected.transpose(2, 0, 1)).max() < TOLERANCE
+
+
 def test_16bit_png_file_matches_reference(tmp_path):
     path = tmp_path / "depth16.png"
     PIL.Image.fromarray(np.random.default_rng(12).integers(0, 65535, (90, 60), dtype=np.uint16)).save(path)
