@@ -134,7 +134,7 @@ def parse_recipe(
 
 def _check_types(training_args: SFTConfig, config_path: str | None) -> None:
     # YAML 1.1 reads `2e-5` (no dot) as a string; TrlParser passes YAML values through untouched.
-    for key in ("learning_rate", "weight_decay", "warmup_ratio", "num_train_epochs"):
+    for key in ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs"):
         value = getattr(training_args, key, None)
         if isinstance(value, str):
             raise ValueError(

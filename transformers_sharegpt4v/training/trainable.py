@@ -111,7 +111,7 @@ def apply_stage_policy(
 
     report = TrainableReport(stage=stage, trainable_vision_layers=trainable_layers)
     report.unused_vision_layers = list(range(used, len(layers)))
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if param.requires_grad:
             report.trainable_parameters += param.numel()
         else:
