@@ -306,6 +306,22 @@ def test_normalization_constants_match_float64():
     assert np.abs(fused[:, 0, :] - exact).max() < 1e-6
 
 
+def test_normalization_table_is_bit_identical_to_the_output(processor):
+    """The (3, 256) table other code uses to normalise uint8 pixels gives exactly the processor's values."""
+    image = PIL.Image.open(PHOTOS[2]).convert("RGB")
+    ours = processor(image, return_tensors="np")["pixel_values"][0]
+    uint8 = np.asarray(
+        processor.transform(
+            image, True, True, processor.size, processor.resample, True, processor.crop_size, (122, 116, 104)
+        )
+    ).transpose(2, 0, 1)
+    table = processor.normalization_table(True, 1 / 255, True, list(CLIP_MEAN), list(CLIP_STD))
+    assert table.shape == (3, 256) and table.dtype == np.float32
+    assert np.array_equal(table[np.arange(3)[:, None, None], uint8], ours)
+    exact = (np.arange(256)[None, :] / 255.0 - np.array(CLIP_MEAN)[:, None]) / np.array(CLIP_STD)[:, None]
+    assert np.abs(table - exact).max() < 1e-6
+
+
 def test_save_and_load_round_trip(tmp_path):
     from transformers import AutoImageProcessor
 

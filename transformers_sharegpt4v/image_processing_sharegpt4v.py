@@ -313,6 +313,18 @@ class ShareGPT4VImageProcessor(PilBackend):
         scale, offset = factor / std, mean / std
         return scale.astype(np.float32)[:, None, None], offset.astype(np.float32)[:, None, None]
 
+    @classmethod
+    def normalization_table(
+        cls, do_rescale: bool, rescale_factor: float, do_normalize: bool, image_mean: Any, image_std: Any
+    ) -> np.ndarray:
+        """(3, 256) float32 lookup table: table[c, v] is bit for bit what the processor outputs for value v
+        in channel c (same float32 operations), for normalising uint8 pixels elsewhere (e.g. on a GPU)."""
+        scale, offset = cls.normalization_constants(
+            bool(do_rescale), float(rescale_factor), bool(do_normalize), _as_tuple(image_mean), _as_tuple(image_std)
+        )
+        values = np.arange(256, dtype=np.uint8)[None, :]
+        return np.subtract(np.multiply(values, scale[:, :, 0]), offset[:, :, 0])
+
     def _preprocess_image_like_inputs(
         self,
         images: Any,
