@@ -142,6 +142,33 @@ def test_padded_sizes_match_reference(processor, width, height):
     assert np.abs(ours - reference_pixel_values(image, do_pad=True)).max() < TOLERANCE
 
 
+def test_wide_image_shortcut_is_guarded(monkeypatch):
+    """The "pad rows after the horizontal pass" shortcut checks PIL first; with a PIL that resized
+    vertically first (emulated by transposing around the resize) the check fails and the fallback (resize
+    the whole canvas) is used, still matching the reference."""
+    from transformers_sharegpt4v import image_processing_sharegpt4v as module
+
+    assert module._can_pad_rows_mid_resize(PIL.Image.Resampling.BICUBIC) is True
+    original_resize = PIL.Image.Image.resize
+
+    def vertical_first_resize(self, size, resample=None, **kwargs):
+        flipped = self.transpose(PIL.Image.Transpose.TRANSPOSE)
+        resized = original_resize(flipped, (size[1], size[0]), resample=resample, **kwargs)
+        return resized.transpose(PIL.Image.Transpose.TRANSPOSE)
+
+    monkeypatch.setattr(PIL.Image.Image, "resize", vertical_first_resize)
+    module._can_pad_rows_mid_resize.cache_clear()
+    try:
+        assert module._can_pad_rows_mid_resize(PIL.Image.Resampling.BICUBIC) is False
+        image = PIL.Image.fromarray(random_pixels(150, 500, 3, seed=19))
+        ours = ShareGPT4VImageProcessor()(image, return_tensors="np")["pixel_values"][0]
+        canvas = vertical_first_resize(expand2square(image, (122, 116, 104)), (336, 336), PIL.Image.BICUBIC)
+        expected = (np.asarray(canvas, dtype=np.float64) / 255 - CLIP_MEAN) / CLIP_STD
+        assert np.abs(ours - expected.transpose(2, 0, 1)).max() < TOLERANCE
+    finally:
+        module._can_pad_rows_mid_resize.cache_clear()
+
+
 @pytest.mark.parametrize("resample", [PIL.Image.NEAREST, PIL.Image.BILINEAR, PIL.Image.LANCZOS])
 def test_other_filters_equal_resizing_the_padded_canvas(resample):
     image = PIL.Image.fromarray(random_pixels(150, 500, 3, seed=11))

@@ -56,6 +56,30 @@ _TWO_PASS_FILTERS = {
     PIL.Image.Resampling.LANCZOS,
 }
 
+
+@functools.cache
+def _can_pad_rows_mid_resize(resample: PIL.Image.Resampling) -> bool:
+    """Whether this PIL build resizes a padded wide image the way `transform`'s shortcut assumes.
+
+    Checked once per filter on small random images (a few ms), so that a PIL that changed its pass order or
+    rounding (another version, a fork) falls back to resizing the whole padded canvas instead of being wrong.
+    """
+    if resample not in _TWO_PASS_FILTERS:
+        return False
+    rng = np.random.default_rng(0)
+    for width, height, target in [(97, 41, 23), (301, 120, 64), (50, 7, 80)]:
+        image = PIL.Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+        colour = (122, 116, 104)
+        canvas = PIL.Image.new("RGB", (width, width), colour)
+        canvas.paste(image, (0, (width - height) // 2))
+        expected = canvas.resize((target, target), resample=resample)
+        rows = PIL.Image.new("RGB", (target, width), colour)
+        rows.paste(image.resize((target, height), resample=resample), (0, (width - height) // 2))
+        if rows.resize((target, target), resample=resample).tobytes() != expected.tobytes():
+            return False
+    return True
+
+
 # Guards the temporary reset of PIL's global LOAD_TRUNCATED_IMAGES flag (see `load_image_file`).
 _STRICT_LOAD_LOCK = threading.Lock()
 
@@ -259,7 +283,7 @@ class ShareGPT4VImageProcessor(PilBackend):
         resample = PIL.Image.Resampling(int(resample))
         width, height = image.size
         # Landscape with a convolution filter: the constant rows above and below are added mid-resize (below).
-        pad_rows = do_pad and width > height and resample in _TWO_PASS_FILTERS
+        pad_rows = do_pad and width > height and _can_pad_rows_mid_resize(resample)
         if do_pad and width != height and not pad_rows:  # otherwise pad now, as the original did
             side = max(width, height)
             canvas = PIL.Image.new("RGB", (side, side), background_color)
