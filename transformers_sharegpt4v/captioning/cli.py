@@ -80,8 +80,8 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"sharegpt4v caption: error: {error}")
         return 2
-    from accelerate import PartialState
+    from .run import _partial_state
 
-    if PartialState().is_main_process:
+    if _partial_state().is_main_process:
         print(summary.line())
     return 0

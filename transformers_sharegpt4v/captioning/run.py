@@ -70,7 +70,9 @@ class CaptionSummary:
             f"{self.tokens / self.seconds if self.seconds > 0 else 0.0:.1f} tokens/s, {self.seconds:.1f} s -> {self.output}"
         )
         if self.exported is not None:
-            text += f"; exported {self.exported} records"
+            text += f"; exported {self.exported} records to {self.extra.get('export_json')}"
+            if self.extra.get("export_left_out"):
+                text += f" ({self.extra['export_left_out']} degenerate captions left out)"
         return text
 
 
@@ -176,6 +178,16 @@ def _retry_committed(
         rewrite_shard(shard, pa.table(columns, schema=SCHEMA))
 
 
+def _partial_state() -> Any:
+    """accelerate's PartialState; on a machine without CUDA (or with ACCELERATE_USE_CPU=1) it is asked for CPU
+    processes explicitly, which is what makes `torchrun` / `accelerate launch --multi_gpu` give several CPU
+    ranks (gloo) instead of N independent single-process runs."""
+    from accelerate import PartialState
+
+    use_cpu = not torch.cuda.is_available() or os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return PartialState(cpu=use_cpu)
+
+
 def caption_images(
     model: str,
     images: str | os.PathLike,
@@ -221,9 +233,7 @@ def caption_images(
     Returns a `CaptionSummary`; its `line()` is what the command prints.
     Under `accelerate launch --num_processes N` each process captions its share; the counts are summed.
     """
-    from accelerate import PartialState
-
-    state = PartialState()
+    state = _partial_state()
     rank, world = state.process_index, state.num_processes
     output = Path(output)
     prompt, default_max_new_tokens = resolve_prompt(prompt, preset)
@@ -305,7 +315,8 @@ def caption_images(
     if export_json is not None:
         state.wait_for_everyone()
         if state.is_main_process:
-            summary.exported = export_to_json(output, export_json)
+            summary.exported, summary.extra["export_left_out"] = export_to_json(output, export_json)
+            summary.extra["export_json"] = os.fspath(export_json)
         state.wait_for_everyone()
     return summary
 
@@ -322,8 +333,12 @@ def _sum_over_processes(summary: CaptionSummary, state: Any) -> CaptionSummary:
     return total
 
 
-def export_to_json(output: str | os.PathLike, path: str | os.PathLike, include_degenerate: bool = False) -> int:
-    """Write OUT's captions as a ShareGPT4V-PT JSON list to `path` (atomically); returns the record count.
+def export_to_json(
+    output: str | os.PathLike, path: str | os.PathLike, include_degenerate: bool = False
+) -> tuple[int, int]:
+    """Write OUT's captions as a ShareGPT4V-PT JSON list to `path` (atomically).
+
+    Returns (records written, degenerate captions left out).
 
     Records `{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n" + prompt},
     {"from": "gpt", "value": caption}]}` sorted by image; `id` is the image key without its extension.
@@ -338,6 +353,7 @@ def export_to_json(output: str | os.PathLike, path: str | os.PathLike, include_d
     if not shards:
         raise ValueError(f"{output} has no committed caption shards in {output / 'data'}.")
     table = pa.concat_tables(pq.read_table(shard, columns=["image", "caption", "degenerate"]) for shard in shards)
+    total = table.num_rows
     if not include_degenerate:
         table = table.filter(pc.invert(table.column("degenerate")))
     table = table.sort_by("image")
@@ -360,4 +376,4 @@ def export_to_json(output: str | os.PathLike, path: str | os.PathLike, include_d
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    return count
+    return count, total - count

@@ -1,0 +1,446 @@
+"""Captioning engine: outputs against one-image-at-a-time `generate`, exactly-once resume after kill -9,
+errors.jsonl, the run.json guard, the ShareGPT4V-PT export, degenerate detection and retry, sources, and two
+CPU processes whose union equals the one-process corpus."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import FIXTURE_IMAGES, tiny_config_kwargs
+
+from transformers_sharegpt4v.captioning import caption_images, export_to_json, list_source
+from transformers_sharegpt4v.captioning.degenerate import degenerate_rows, find_repetition, is_degenerate
+from transformers_sharegpt4v.captioning.engine import PRESETS, CaptionEngine, GenerationSettings
+
+PROMPT = PRESETS["detailed"][0]
+MAX_NEW = 24
+
+
+@pytest.fixture(scope="session")
+def captioner_dir(llama_tokenizer_dir, tmp_path_factory) -> Path:
+    """A saved tiny ShareGPT4V model + processor (tokenizer with <image> = 700, <pad> = 701)."""
+    from transformers import LlamaTokenizer
+
+    from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM, ShareGPT4VProcessor
+
+    folder = tmp_path_factory.mktemp("captioner")
+    tokenizer = LlamaTokenizer.from_pretrained(llama_tokenizer_dir)
+    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
+    config = ShareGPT4VConfig(**tiny_config_kwargs())
+    torch.manual_seed(0)
+    model = ShareGPT4VForCausalLM(config)
+    ShareGPT4VProcessor.from_model_config(config, tokenizer).save_pretrained(folder)
+    model.save_pretrained(folder)
+    return folder
+
+
+GOOD = [
+    "coco_dog_000000319154.jpg",
+    "coco_twocat_000000039769.jpg",
+    "extreme_ironing.jpg",
+    "waterview.jpg",
+    "more/dog.jpg",
+    "more/deeper/cats.jpg",
+]
+BAD = {"broken.png": "UnidentifiedImageError", "more/truncated.jpg": "truncated"}
+
+
+@pytest.fixture(scope="session")
+def image_dir(tmp_path_factory) -> Path:
+    """6 readable images (2 in subfolders), a non-image .png, a truncated .jpg and a hidden file."""
+    root = tmp_path_factory.mktemp("images")
+    for name in GOOD[:4]:
+        shutil.copy(FIXTURE_IMAGES / name, root / name)
+    (root / "more" / "deeper").mkdir(parents=True)
+    shutil.copy(FIXTURE_IMAGES / "coco_dog_000000319154.jpg", root / "more" / "dog.jpg")
+    shutil.copy(FIXTURE_IMAGES / "coco_twocat_000000039769.jpg", root / "more" / "deeper" / "cats.jpg")
+    (root / "broken.png").write_bytes(b"this is not an image")
+    data = (FIXTURE_IMAGES / "extreme_ironing.jpg").read_bytes()
+    (root / "more" / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    (root / ".hidden.jpg").write_bytes(data)
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def reference_captions(model_dir: Path, root: Path, keys: list[str], settings: GenerationSettings) -> dict:
+    """Independent computation: the processor on each file path, one `generate` per image."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import transformers_sharegpt4v  # noqa: F401
+
+    model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
+    processor = AutoProcessor.from_pretrained(model_dir)
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": PROMPT}]}],
+        add_generation_prompt=True,
+    )
+    out = {}
+    for key in keys:
+        inputs = processor(images=[str(root / key)], text=text, return_tensors="pt")
+        with torch.no_grad():
+            ids = model.generate(
+                **inputs,
+                max_new_tokens=settings.max_new_tokens,
+                do_sample=False,
+                num_beams=settings.num_beams,
+                repetition_penalty=settings.repetition_penalty,
+                no_repeat_ngram_size=settings.no_repeat_ngram_size,
+                pad_token_id=processor.tokenizer.pad_token_id,
+            )[0, inputs["input_ids"].shape[1] :].tolist()
+        eos = processor.tokenizer.eos_token_id
+        n = ids.index(eos) if eos in ids else len(ids)
+        out[key] = {
+            "caption": processor.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(),
+            "num_tokens": n,
+            "finish_reason": "eos" if eos in ids else "length",
+            "degenerate": brute_force_loop(ids[:n]),
+        }
+    return out
+
+
+def load_rows(output: Path) -> list[dict]:
+    from datasets import load_dataset
+
+    return load_dataset(str(output), split="train").to_list()
+
+
+@pytest.fixture(scope="module")
+def single_run(captioner_dir, image_dir, tmp_path_factory):
+    output = tmp_path_factory.mktemp("single") / "out"
+    summary = caption_images(
+        str(captioner_dir), image_dir, output, max_new_tokens=MAX_NEW, batch_size=4, num_workers=1, progress=False
+    )
+    return output, summary
+
+
+def test_rows_match_one_image_at_a_time_generate(single_run, captioner_dir, image_dir):
+    output, summary = single_run
+    rows = load_rows(output)
+    assert sorted(row["image"] for row in rows) == sorted(GOOD)
+    assert set(rows[0]) == {"image", "caption", "num_tokens", "finish_reason", "degenerate", "retried"}
+    expected = reference_captions(captioner_dir, image_dir, GOOD, GenerationSettings(max_new_tokens=MAX_NEW))
+    for row in rows:
+        want = expected[row["image"]]
+        got = {name: row[name] for name in ("caption", "num_tokens", "finish_reason", "degenerate")}
+        assert got == want, row["image"]
+    assert (summary.done, summary.skipped, summary.failed) == (6, 0, 2)
+    assert summary.degenerate == sum(row["degenerate"] for row in rows)
+    assert "6 done, 0 skipped as already done, 2 failed" in summary.line()
+
+
+def brute_force_loop(units, min_repeats=3, min_span=16, max_period=64) -> bool:
+    """Direct reading of the rule: some phrase of p units is followed by copies of itself (the last one
+    possibly cut) for at least max(min_repeats * p, min_span) units in a row."""
+    n = len(units)
+    for p in range(1, max_period + 1):
+        for start in range(n):
+            end = start + p
+            while end < n and units[end] == units[end - p]:
+                end += 1
+            if end - start >= max(min_repeats * p, min_span) and min_repeats * p <= n:
+                return True
+    return False
+
+
+def test_run_json_and_errors(single_run, image_dir):
+    output, _ = single_run
+    run = json.loads((output / "run.json").read_text())
+    assert run["prompt"] == PROMPT
+    assert run["generation"] == {
+        "max_new_tokens": MAX_NEW,
+        "num_beams": 1,
+        "do_sample": False,
+        "repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0,
+    }
+    errors = [json.loads(line) for line in (output / "errors.jsonl").read_text().splitlines()]
+    assert sorted(e["image"] for e in errors) == sorted(BAD)
+    for error in errors:
+        assert BAD[error["image"]] in error["error"]
+
+
+def test_rerun_skips_everything_and_refuses_changed_settings(single_run, captioner_dir, image_dir, tmp_path):
+    output, _ = single_run
+    before = sorted(p.name for p in (output / "data").iterdir())
+    summary = caption_images(
+        str(captioner_dir), image_dir, output, max_new_tokens=MAX_NEW, batch_size=4, num_workers=0, progress=False
+    )
+    assert (summary.done, summary.skipped, summary.failed) == (0, 6, 2)  # failed images are tried again
+    assert sorted(p.name for p in (output / "data").iterdir()) == before
+    with pytest.raises(ValueError, match=r"prompt: recorded 'Analyze.*now 'Describe it\.'.*new --output"):
+        caption_images(str(captioner_dir), image_dir, output, prompt="Describe it.", max_new_tokens=MAX_NEW)
+    other_model = tmp_path / "other"
+    shutil.copytree(captioner_dir, other_model)
+    with pytest.raises(ValueError, match=r"model: recorded"):
+        caption_images(str(other_model), image_dir, output, max_new_tokens=MAX_NEW)
+    with pytest.raises(ValueError, match=r"generation: recorded"):
+        caption_images(str(captioner_dir), image_dir, output, max_new_tokens=MAX_NEW + 1)
+    # the CLI prints the refusal and exits with status 2
+    result = subprocess.run(
+        [sys.executable, "-m", "transformers_sharegpt4v.cli", "caption", "--model", str(captioner_dir)]
+        + ["--images", str(image_dir), "--output", str(output), "--preset", "short"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 2, result.stderr
+    assert "already holds captions made with other settings" in result.stdout
+
+
+def test_export_json(single_run, tmp_path):
+    output, _ = single_run
+    rows = {row["image"]: row for row in load_rows(output)}
+    path = tmp_path / "corpus" / "pt.json"
+    written, left_out = export_to_json(output, path, include_degenerate=True)
+    records = json.loads(path.read_text())
+    assert (written, left_out) == (6, 0)
+    assert [r["image"] for r in records] == sorted(GOOD)
+    for record in records:
+        assert record == {
+            "id": record["image"].removesuffix(".jpg"),
+            "image": record["image"],
+            "conversations": [
+                {"from": "human", "value": "<image>\n" + PROMPT},
+                {"from": "gpt", "value": rows[record["image"]]["caption"]},
+            ],
+        }
+    written, left_out = export_to_json(output, path)
+    kept = [r["image"] for r in json.loads(path.read_text())]
+    assert kept == sorted(key for key, row in rows.items() if not row["degenerate"])
+    assert left_out == sum(row["degenerate"] for row in rows.values())
+    assert not list(path.parent.glob(".*tmp"))
+
+
+def test_kill_9_then_resume_gives_every_image_exactly_once(captioner_dir, tmp_path):
+    root = tmp_path / "many"
+    root.mkdir()
+    names = sorted(FIXTURE_IMAGES.glob("*.jpg"))
+    for copy in range(4):
+        for path in names:
+            shutil.copy(path, root / f"{copy}_{path.name}")
+    keys = sorted(p.name for p in root.iterdir())
+    output = tmp_path / "out"
+    command = [sys.executable, "-m", "transformers_sharegpt4v.cli", "caption", "--model", str(captioner_dir)]
+    command += ["--images", str(root), "--output", str(output), "--max-new-tokens", "48", "--batch-size", "1"]
+    command += ["--num-workers", "1", "--no-progress", "--shard-size", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    committed = 0
+    deadline = time.time() + 240
+    while committed < 4 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+        committed = sum(pq.read_metadata(p).num_rows for p in (output / "data").glob("*.parquet"))
+    assert process.poll() is None, "the run finished before it could be killed; make it longer"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    partial = [row["image"] for row in _read_shards(output)]
+    assert 4 <= len(partial) < len(keys) and len(partial) == len(set(partial))
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"{len(keys) - len(partial)} done, {len(partial)} skipped as already done, 0 failed" in result.stdout
+    rows = load_rows(output)
+    assert sorted(row["image"] for row in rows) == keys  # every image exactly once
+    assert not list((output / "data").glob(".*"))  # no leftover temporary file
+
+
+def _read_shards(output: Path) -> list[dict]:
+    rows = []
+    for shard in sorted((output / "data").glob("*.parquet")):
+        rows += pq.read_table(shard).to_pylist()
+    return rows
+
+
+def test_degenerate_rule_on_text():
+    assert find_repetition(("the cat sat on the mat " * 2).split()) is None  # said twice: fine
+    start, period, repeats = find_repetition(("a photo of " + "a red car , " * 5).split())
+    assert (period, repeats) == (4, 5.0)
+    assert is_degenerate("There is a dog, " + "and a dog, " * 6)
+    assert is_degenerate("%" * 16) and not is_degenerate("%" * 15)
+    assert not is_degenerate(
+        "The image shows a man ironing clothes on the back of a yellow taxi in a busy city street, with cars, "
+        "people and buildings around. The man wears a yellow shirt; the taxi drives on the street."
+    )
+
+
+def test_degenerate_rows_matches_brute_force():
+    rng = np.random.default_rng(0)
+    rows, lengths, expected = [], [], []
+    for case in range(60):
+        total = 80
+        ids = rng.integers(0, 50, size=total)
+        if case % 2:
+            period = int(rng.integers(1, 12))
+            repeats = int(rng.integers(2, 6))
+            start = int(rng.integers(0, 20))
+            phrase = rng.integers(0, 50, size=period)
+            loop = np.tile(phrase, repeats + 1)[: period * repeats + int(rng.integers(0, period))]
+            ids[start : start + len(loop)] = loop[: total - start]
+        length = int(rng.integers(20, total + 1))
+        rows.append(ids)
+        lengths.append(length)
+        expected.append(brute_force_loop(ids[:length].tolist()))
+    flags = degenerate_rows(torch.tensor(np.stack(rows)), torch.tensor(lengths))
+    assert flags.tolist() == expected
+    assert 5 < sum(expected) < 55  # both kinds present
+
+
+def test_retry_degenerate_new_and_committed_rows(captioner_dir, image_dir, tmp_path):
+    output = tmp_path / "out"
+    first = caption_images(
+        str(captioner_dir), image_dir, output, max_new_tokens=MAX_NEW, num_workers=0, progress=False
+    )
+    flagged = sorted(row["image"] for row in load_rows(output) if row["degenerate"])
+    assert first.degenerate == len(flagged) >= 1, "the tiny model should produce at least one loop"
+    second = caption_images(
+        str(captioner_dir),
+        image_dir,
+        output,
+        max_new_tokens=MAX_NEW,
+        num_workers=0,
+        progress=False,
+        retry_degenerate=True,
+    )
+    rows = _read_shards(output)
+    assert sorted(row["image"] for row in rows) == sorted(GOOD)
+    retried = sorted(row["image"] for row in rows if row["retried"])
+    assert retried == flagged and second.retried == len(flagged) and second.degenerate == len(flagged)
+    settings = GenerationSettings(max_new_tokens=MAX_NEW).for_retry(1.2, 6)
+    expected = reference_captions(captioner_dir, image_dir, retried, settings)
+    for row in rows:
+        if row["retried"]:
+            assert row["caption"] == expected[row["image"]]["caption"], row["image"]
+    assert second.fixed == sum(1 for row in rows if row["retried"] and not row["degenerate"])
+    # a third run with the flag has nothing left to retry
+    third = caption_images(
+        str(captioner_dir),
+        image_dir,
+        output,
+        max_new_tokens=MAX_NEW,
+        num_workers=0,
+        progress=False,
+        retry_degenerate=True,
+    )
+    assert (third.done, third.retried) == (0, 0)
+
+
+def test_engine_pixels_equal_processor_and_images_encoded_once(captioner_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from transformers_sharegpt4v.captioning.loader import make_loader
+
+    model = AutoModelForImageTextToText.from_pretrained(captioner_dir).eval()
+    processor = AutoProcessor.from_pretrained(captioner_dir)
+    engine = CaptionEngine(model, processor, PROMPT)
+    source = list_source(FIXTURE_IMAGES)
+    batch = next(iter(make_loader(source, range(len(source)), processor.image_processor, 4, 0)))
+    assert batch.pixels.dtype == torch.uint8
+    pixels = engine.pixel_values(batch.pixels)
+    expected = processor.image_processor([str(FIXTURE_IMAGES / key) for key in batch.keys], return_tensors="pt")
+    assert torch.equal(pixels, expected["pixel_values"])
+
+    calls = []
+
+    def count(module, args, kwargs, output):
+        calls.append((args[0] if args else kwargs["pixel_values"]).shape[0])
+
+    hook = model.model.vision_tower.register_forward_hook(count, with_kwargs=True)
+    try:
+        engine.generate(pixels[:3], GenerationSettings(max_new_tokens=4, num_beams=2))
+    finally:
+        hook.remove()
+    assert calls == [3]  # one vision pass for the batch, not one per beam or per step
+
+
+def test_sources_text_file_and_dataset(tmp_path, image_dir):
+    listing = tmp_path / "list.txt"
+    listing.write_text(
+        f"{image_dir}/waterview.jpg\n\n# comment\n{image_dir}/more/dog.jpg\n{image_dir}/waterview.jpg\n"
+    )
+    source = list_source(listing)
+    assert (source.kind, source.keys, source.duplicates) == (
+        "list",
+        [f"{image_dir}/waterview.jpg", f"{image_dir}/more/dog.jpg"],
+        1,
+    )
+
+    import datasets
+
+    files = [str(image_dir / name) for name in GOOD[:3]] + [str(image_dir / "broken.png")]
+    ds = datasets.Dataset.from_dict({"id": ["a", "b", "c", "d"], "picture": files}).cast_column(
+        "picture", datasets.Image()
+    )
+    ds.save_to_disk(tmp_path / "ds")
+    source = list_source(tmp_path / "ds")
+    assert (source.kind, source.keys, source.image_column) == ("dataset", ["a", "b", "c", "d"], "picture")
+    ds.to_parquet(tmp_path / "pq" / "train.parquet")
+    assert list_source(tmp_path / "pq").keys == ["a", "b", "c", "d"]
+    with pytest.raises(ValueError, match="no column 'nope'"):
+        list_source(tmp_path / "ds", id_column="nope")
+
+
+def test_dataset_source_end_to_end(captioner_dir, image_dir, tmp_path, single_run):
+    import datasets
+
+    names = GOOD[:3] + ["broken.png"]
+    ds = datasets.Dataset.from_dict({"id": names, "image": [str(image_dir / n) for n in names]})
+    ds.cast_column("image", datasets.Image()).save_to_disk(tmp_path / "ds")
+    output = tmp_path / "out"
+    summary = caption_images(
+        str(captioner_dir),
+        tmp_path / "ds",
+        output,
+        max_new_tokens=MAX_NEW,
+        batch_size=2,
+        num_workers=1,
+        progress=False,
+    )
+    assert (summary.done, summary.failed) == (3, 1)
+    by_folder = {row["image"]: row["caption"] for row in load_rows(single_run[0])}
+    assert {row["image"]: row["caption"] for row in load_rows(output)} == {n: by_folder[n] for n in GOOD[:3]}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_cpu_processes_union_equals_one_process(single_run, captioner_dir, image_dir, tmp_path):
+    output = tmp_path / "out"
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
+    command += [
+        "-m",
+        "transformers_sharegpt4v.cli",
+        "caption",
+        "--model",
+        str(captioner_dir),
+        "--images",
+        str(image_dir),
+    ]
+    command += ["--output", str(output), "--max-new-tokens", str(MAX_NEW), "--batch-size", "2", "--num-workers", "1"]
+    command += ["--no-progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "6 done, 0 skipped as already done, 2 failed" in result.stdout
+    shards = sorted(p.name for p in (output / "data").glob("*.parquet"))
+    assert shards == ["train-r000-000000.parquet", "train-r001-000000.parquet"]
+    per_rank = [set(pq.read_table(output / "data" / s).column("image").to_pylist()) for s in shards]
+    assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1]
+    key = lambda row: row["image"]  # noqa: E731
+    assert sorted(load_rows(output), key=key) == sorted(load_rows(single_run[0]), key=key)
