@@ -376,8 +376,9 @@ class ShareGPT4VProcessor(ProcessorMixin):
         if padding in (True, "longest"):
             target = max(lengths)
         elif padding == "max_length":
-            target = max_length if max_length is not None else self.tokenizer.model_max_length
-            target = max(target, max(lengths))  # images are never cut, so a sample can exceed max_length
+            if max_length is None:
+                raise ValueError("padding='max_length' needs `max_length`.")
+            target = max(max_length, max(lengths))  # images are never cut, so a sample can exceed max_length
         else:
             raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad'; got {padding!r}.")
         if multiple:
@@ -438,6 +439,10 @@ class ShareGPT4VProcessor(ProcessorMixin):
 
         truncation = text_kwargs.get("truncation", False)
         max_length = text_kwargs.get("max_length")
+        if max_length is None and truncation not in (None, False, "do_not_truncate"):
+            # As the tokenizer does: truncate to its model_max_length unless that is the "no limit" sentinel.
+            model_max_length = getattr(self.tokenizer, "model_max_length", None)
+            max_length = model_max_length if model_max_length is not None and model_max_length < 10**9 else None
         if truncation not in (None, False, "do_not_truncate") and max_length is not None:
             if self.tokenizer.truncation_side != "right":
                 raise ValueError(
