@@ -1,0 +1,382 @@
+"""Build a `datasets`-loadable folder (parquet shards + dataset card + report.json) from LLaVA JSON corpora.
+
+Flow: each JSON file is streamed record by record (reader.py) -> shape and content checks and the duplicate
+check run in this process (records.py) -> the distinct image paths of a batch of records go to the worker
+pool (images.py) while the next batch is read -> the records of a checked batch become rows and are
+appended to the current parquet shard by `datasets`' ParquetWriter. Nothing grows with the corpus except
+the set of seen ids and the per-path check cache. Skipped records are appended to one temporary file per
+reason and gathered into report.json at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .card import write_dataset_card
+from .images import ImageChecker
+from .reader import JSONListReader, MalformedRecord
+from .records import (
+    SKIP_REASONS,
+    InvalidRecord,
+    Record,
+    check_record,
+    conversations_to_messages,
+    parse_record,
+    source_of,
+)
+from .stats import CaptionStats
+
+__all__ = ["BuildResult", "build_corpus", "corpus_features"]
+
+DATA_DIR = "data"
+REPORT_FILE = "report.json"
+SHARD_PATTERN = "train-{index:05d}-of-{total:05d}.parquet"
+
+
+def corpus_features():
+    """The `datasets.Features` of a corpus: id, images (list of Image), messages (TRL format), source."""
+    from datasets import Features, Image, List, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "images": List(Image()),
+            "messages": List(
+                {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
+            ),
+            "source": Value("string"),
+        }
+    )
+
+
+@dataclass
+class BuildResult:
+    """What `build_corpus` did; `report` is the content of OUT/report.json without the skipped ids."""
+
+    output_dir: Path
+    records_read: int
+    records_written: int
+    skipped: dict[str, int]
+    sources: dict[str, int]
+    shards: list[str]
+    seconds: float
+    report: dict[str, Any] = field(repr=False)
+
+    def summary(self) -> str:
+        skipped = sum(self.skipped.values())
+        reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(self.skipped.items()))
+        rate = self.records_read / self.seconds if self.seconds else 0.0
+        return (
+            f"{self.output_dir}: {self.records_written:,} of {self.records_read:,} records kept in "
+            f"{len(self.shards)} shard(s), {skipped:,} skipped" + (f" ({reasons})" if reasons else "") + f"; "
+            f"{self.seconds:.1f} s, {rate:,.0f} records/s; details in {self.output_dir / REPORT_FILE}"
+        )
+
+
+class _SkipLog:
+    """Skipped records, one JSON line per record in a temporary file per reason (memory stays flat)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.counts: Counter[str] = Counter()
+        self._files: dict[str, Any] = {}
+
+    def add(self, reason: str, record_id: str | None, file: str, index: int, detail: str) -> None:
+        if reason not in self._files:
+            self._files[reason] = open(self.folder / f".skipped-{reason}.jsonl", "w+", encoding="utf-8")
+        entry = {"id": record_id, "file": file, "index": index, "detail": detail}
+        self._files[reason].write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self.counts[reason] += 1
+
+    def write_json(self, handle) -> None:
+        """Write the `{"reason": [entries...], ...}` object to `handle`, streaming the temporary files."""
+        handle.write("{")
+        for number, reason in enumerate(sorted(self._files)):
+            temp = self._files[reason]
+            temp.seek(0)
+            handle.write(("," if number else "") + f"\n    {json.dumps(reason)}: [")
+            for line_number, line in enumerate(temp):
+                handle.write(("," if line_number else "") + "\n      " + line.rstrip("\n"))
+            handle.write("\n    ]")
+        handle.write("\n  }" if self._files else "}")
+
+    def close(self) -> None:
+        for temp in self._files.values():
+            temp.close()
+            os.unlink(temp.name)
+        self._files = {}
+
+
+class _ShardWriter:
+    """Appends rows to parquet shards of about `max_shard_bytes` (uncompressed) through `datasets`'
+    ParquetWriter; shards get their final `train-XXXXX-of-YYYYY.parquet` names in `close()`."""
+
+    def __init__(self, data_dir: Path, features, rows_per_group: int, max_shard_bytes: int) -> None:
+        self.data_dir = data_dir
+        self.features = features
+        self.rows_per_group = rows_per_group
+        self.max_shard_bytes = max_shard_bytes
+        self.paths: list[Path] = []
+        self._writer = None
+        self._rows: list[dict[str, Any]] = []
+        self._shard_bytes = 0
+        self.rows_written = 0
+        self.num_bytes = 0  # uncompressed Arrow bytes written, as `datasets` counts them
+
+    def add(self, row: dict[str, Any], size: int) -> None:
+        self._rows.append(row)
+        self._shard_bytes += size
+        if len(self._rows) >= self.rows_per_group:
+            self._flush()
+        if self._shard_bytes >= self.max_shard_bytes:
+            self._finish_shard()
+
+    def _flush(self) -> None:
+        if not self._rows:
+            return
+        if self._writer is None:
+            from datasets.arrow_writer import ParquetWriter
+
+            path = self.data_dir / f"train-{len(self.paths):05d}.parquet.partial"
+            self.paths.append(path)
+            self._writer = ParquetWriter(features=self.features, path=str(path), writer_batch_size=self.rows_per_group)
+        columns = {name: [row[name] for row in self._rows] for name in self.features}
+        self._writer.write_batch(columns)
+        self.rows_written += len(self._rows)
+        self._rows = []
+
+    def _finish_shard(self) -> None:
+        self._flush()
+        if self._writer is not None:
+            self.num_bytes += self._writer.finalize()[1]
+            self._writer = None
+        self._shard_bytes = 0
+
+    def close(self) -> list[str]:
+        self._finish_shard()
+        names = []
+        for index, path in enumerate(self.paths):
+            name = SHARD_PATTERN.format(index=index, total=len(self.paths))
+            path.rename(self.data_dir / name)
+            names.append(f"{DATA_DIR}/{name}")
+        return names
+
+
+def _default_command(json_files, image_root, output_dir, embed_images, push_to_hub) -> str:
+    words = ["sharegpt4v", "data", "build"]
+    for path in json_files:
+        words += ["--json", str(path)]
+    words += ["--image-root", str(image_root), "--output", str(output_dir)]
+    words += ["--embed-images"] if embed_images else []
+    words += ["--push", push_to_hub] if push_to_hub else []
+    return shlex.join(words)
+
+
+def _prepare_output(output_dir: Path, overwrite: bool) -> None:
+    ours = [output_dir / DATA_DIR, output_dir / "README.md", output_dir / REPORT_FILE]
+    if output_dir.exists() and any(output_dir.iterdir()):
+        if not overwrite:
+            raise ValueError(
+                f"Output folder {output_dir} is not empty. Choose a new folder, or pass --overwrite "
+                "(overwrite=True) to replace its data/, README.md and report.json."
+            )
+        for path in ours:
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    (output_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
+
+
+def build_corpus(
+    json_files: str | os.PathLike | Sequence[str | os.PathLike],
+    image_root: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    *,
+    embed_images: bool = False,
+    num_workers: int | None = None,
+    max_shard_bytes: int = 500 * 2**20,
+    batch_size: int = 2000,
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
+    private: bool | None = None,
+    command: str | None = None,
+    progress: bool = True,
+) -> BuildResult:
+    """Convert LLaVA/ShareGPT4V JSON corpora into a dataset folder `output_dir` that
+    `datasets.load_dataset(output_dir, split="train")` and `trl sft` load directly.
+
+    Bad records are skipped and listed in `output_dir/report.json` (see `SKIP_REASONS`). Without
+    `embed_images` rows reference the image files by absolute path (valid on this machine); with it the
+    bytes are stored in the shards (what the Hub needs; `push_to_hub` embeds them in any case).
+    """
+    started = time.perf_counter()
+    json_files = [json_files] if isinstance(json_files, (str, os.PathLike)) else list(json_files)
+    if not json_files:
+        raise ValueError("No JSON corpus given: pass at least one --json FILE.")
+    for path in json_files:
+        if not Path(path).is_file():
+            raise ValueError(f"Corpus file {path} does not exist.")
+    image_root = Path(image_root)
+    if not image_root.is_dir():
+        raise ValueError(f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ...")
+    output_dir = Path(output_dir)
+    _prepare_output(output_dir, overwrite)
+    features = corpus_features()
+    root = os.path.abspath(image_root)
+    command = command or _default_command(json_files, image_root, output_dir, embed_images, push_to_hub)
+
+    skips = _SkipLog(output_dir)
+    writer = _ShardWriter(output_dir / DATA_DIR, features, 100 if embed_images else 1000, max_shard_bytes)
+    sources: Counter[str] = Counter()
+    caption_stats = CaptionStats(full=False)
+    seen_ids: set[str] = set()
+    inputs, records_read = [], 0
+
+    def write_batch(batch: list[tuple[Record, str, int]]) -> None:
+        for record, file, index in batch:
+            failure = None
+            for path in record.images:
+                failure = checker.result(path)
+                if failure is not None:
+                    break
+            if failure is not None:
+                skips.add(failure[0], record.id, file, index, failure[1])
+                continue
+            images, size = [], 0
+            for path in record.images:
+                if embed_images:
+                    data = Path(checker.full_path(path)).read_bytes()
+                    images.append({"path": path, "bytes": data})
+                    size += len(data)
+                else:
+                    images.append({"path": checker.full_path(path), "bytes": None})
+            messages = conversations_to_messages(record.conversations)
+            size += sum(len(turn["value"]) for turn in record.conversations)
+            source = source_of(record.images)
+            writer.add({"id": record.id, "images": images, "messages": messages, "source": source}, size)
+            sources[source] += 1
+            for turn in record.conversations[1::2]:
+                caption_stats.add(record.id, turn["value"])
+
+    total_bytes = sum(Path(path).stat().st_size for path in json_files)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not progress)
+    try:
+        with ImageChecker(root, num_workers) as checker:
+            pending: deque[list[tuple[Record, str, int]]] = deque()
+            batch: list[tuple[Record, str, int]] = []
+            for json_file in json_files:
+                file = str(json_file)
+                reader = JSONListReader(json_file)
+                count, done_before = 0, bar.n
+                for index, obj in reader:
+                    count += 1
+                    try:
+                        if isinstance(obj, MalformedRecord):
+                            raise InvalidRecord("malformed_json", obj.error)
+                        record = parse_record(obj)
+                        if record.id in seen_ids:
+                            raise InvalidRecord("duplicate_id", f"id {record.id!r} was seen before; the first is kept")
+                        seen_ids.add(record.id)
+                        check_record(record)
+                    except InvalidRecord as invalid:
+                        record_id = obj.id if isinstance(obj, MalformedRecord) else _id_of(obj)
+                        skips.add(invalid.reason, record_id, file, index, invalid.detail)
+                        continue
+                    checker.submit(record.images)
+                    batch.append((record, file, index))
+                    if len(batch) >= batch_size:
+                        pending.append(batch)
+                        batch = []
+                        while len(pending) > 1:  # keep one batch checking in the workers while reading on
+                            write_batch(pending.popleft())
+                        bar.update(done_before + reader.bytes_read - bar.n)
+                        bar.set_postfix(kept=writer.rows_written, skipped=sum(skips.counts.values()), refresh=False)
+                bar.update(done_before + reader.bytes_read - bar.n)
+                records_read += count
+                inputs.append(
+                    {"file": file, "records": count}
+                    | ({"text_after_list": reader.trailing_text} if reader.trailing_text else {})
+                    | ({"unterminated": True} if reader.unterminated else {})
+                )
+            pending.append(batch)
+            while pending:
+                write_batch(pending.popleft())
+            files_checked = checker.files_checked
+        shards = writer.close()
+        bar.close()
+        seconds = time.perf_counter() - started
+        report = {
+            "command": command,
+            "inputs": inputs,
+            "image_root": root,
+            "embed_images": embed_images,
+            "records_read": records_read,
+            "records_written": writer.rows_written,
+            "num_bytes": writer.num_bytes,
+            "records_skipped": sum(skips.counts.values()),
+            "image_files_checked": files_checked,
+            "sources": dict(sources.most_common()),
+            "skipped_counts": dict(sorted(skips.counts.items())),
+            "skip_reasons": SKIP_REASONS,
+            "caption_stats": caption_stats.summary(),
+            "shards": shards,
+            "seconds": round(seconds, 2),
+        }
+        _write_report(output_dir / REPORT_FILE, report, skips)
+    finally:
+        skips.close()
+        bar.close()
+    write_dataset_card(output_dir, report)
+    result = BuildResult(
+        output_dir,
+        records_read,
+        report["records_written"],
+        dict(skips.counts),
+        report["sources"],
+        shards,
+        seconds,
+        report,
+    )
+    if push_to_hub:
+        from .hub import push_corpus
+
+        push_corpus(output_dir, push_to_hub, private=private)
+    return result
+
+
+def _id_of(obj: Any) -> str | None:
+    record_id = obj.get("id") if isinstance(obj, dict) else None
+    return None if record_id is None or isinstance(record_id, (dict, list)) else str(record_id)
+
+
+def _write_report(path: Path, report: dict[str, Any], skips: _SkipLog) -> None:
+    """report.json: the build's numbers, then `skipped`: {reason: [{id, file, index, detail}, ...]}."""
+    with open(path, "w", encoding="utf-8") as handle:
+        head = json.dumps(report, indent=2, ensure_ascii=False)
+        handle.write(head[: head.rfind("}")].rstrip() + ',\n  "skipped": ')
+        skips.write_json(handle)
+        handle.write("\n}\n")
+
+
+def read_report(output_dir: str | os.PathLike) -> dict[str, Any] | None:
+    """OUT/report.json without the (possibly huge) `skipped` lists, or None when there is none. Reads only
+    the head of the file: `skipped` is always the last key, on a line of its own."""
+    path = Path(output_dir) / REPORT_FILE
+    if not path.is_file():
+        return None
+    lines = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith('  "skipped": '):
+                break
+            lines.append(line)
+    return json.loads("".join(lines).rstrip().rstrip(",") + "\n}")

@@ -1,0 +1,135 @@
+"""`sharegpt4v data build|export|stats|push`: caption corpora as Hub datasets.
+
+    sharegpt4v data build --json share-captioner_coco_lcs_sam_1246k_1107.json --image-root data \\
+        --output sharegpt4v-pt [--embed-images] [--push user/sharegpt4v-pt]
+    sharegpt4v data export sharegpt4v-pt --json roundtrip.json
+    sharegpt4v data stats sharegpt4v-pt
+    sharegpt4v data push sharegpt4v-pt user/sharegpt4v-pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+
+    build = commands.add_parser("build", help="validate LLaVA/ShareGPT4V JSON corpora and write a dataset folder")
+    build.add_argument("--json", action="append", required=True, metavar="FILE", help="corpus JSON (repeatable)")
+    build.add_argument("--image-root", required=True, metavar="DIR", help="folder holding coco/, sam/, llava/, ...")
+    build.add_argument("--output", required=True, metavar="OUT", help="dataset folder to write")
+    build.add_argument("--embed-images", action="store_true", help="store image bytes in the shards")
+    build.add_argument("--push", metavar="REPO_ID", help="then upload to this Hub dataset repo")
+    build.add_argument("--private", action="store_true", help="create the Hub repo private (with --push)")
+    build.add_argument("--num-workers", type=int, default=None, help="image-check processes (default: all cores)")
+    build.add_argument("--shard-size", type=int, default=500, metavar="MB", help="uncompressed MB per shard")
+    build.add_argument("--overwrite", action="store_true", help="replace data/, README.md, report.json in OUT")
+
+    export = commands.add_parser("export", help="write a built corpus back to the LLaVA JSON list")
+    export.add_argument("dataset", metavar="OUT", help="dataset folder (or Hub repo id)")
+    export.add_argument("--json", required=True, metavar="FILE", help="JSON file to write")
+    export.add_argument("--image-root", metavar="DIR", help="data root (default: the one in OUT/report.json)")
+    export.add_argument("--indent", type=int, default=None, help="indent the JSON (default: one record per line)")
+
+    stats = commands.add_parser("stats", help="caption statistics and degenerate captions of a built corpus")
+    stats.add_argument("dataset", metavar="OUT", help="dataset folder (or Hub repo id)")
+    stats.add_argument("--show", type=int, default=20, help="degenerate captions to print (all go to --output)")
+    stats.add_argument("--output", metavar="FILE", help="write everything as JSON (default: OUT/stats.json)")
+    stats.add_argument("--phrase-words", type=int, default=4, help="degenerate rule: words per phrase")
+    stats.add_argument("--min-repeats", type=int, default=3, help="degenerate rule: occurrences of the phrase")
+    stats.add_argument("--min-coverage", type=float, default=0.5, help="degenerate rule: share of the caption")
+
+    push = commands.add_parser("push", help="upload a built corpus (images embedded) to a Hub dataset repo")
+    push.add_argument("dataset", metavar="OUT", help="dataset folder from `sharegpt4v data build`")
+    push.add_argument("repo_id", metavar="REPO_ID", help="Hub dataset repo, e.g. user/sharegpt4v-cap100k")
+    push.add_argument("--private", action="store_true", help="create the repo private")
+    push.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+
+
+def _build(args: argparse.Namespace) -> int:
+    from .build import build_corpus
+
+    command = shlex.join(["sharegpt4v", "data", *sys.argv[2:]]) if sys.argv[1:2] == ["data"] else None
+    result = build_corpus(
+        args.json,
+        args.image_root,
+        args.output,
+        embed_images=args.embed_images,
+        num_workers=args.num_workers,
+        max_shard_bytes=args.shard_size * 2**20,
+        overwrite=args.overwrite,
+        push_to_hub=args.push,
+        private=args.private or None,
+        command=command,
+    )
+    print(result.summary())
+    if args.push:
+        print(f"pushed to {args.push}")
+    if result.records_written == 0:
+        print(f"error: no record of {', '.join(args.json)} was usable; see {result.output_dir}/report.json")
+        return 1
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_corpus
+
+    count = export_corpus(args.dataset, args.json, image_root=args.image_root, indent=args.indent)
+    print(f"{args.json}: {count:,} records exported from {args.dataset}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from .stats import DegenerateRule, corpus_stats
+
+    rule = DegenerateRule(args.phrase_words, args.min_repeats, args.min_coverage)
+    stats = corpus_stats(args.dataset, rule=rule)
+    out = (
+        Path(args.output)
+        if args.output
+        else Path(args.dataset) / "stats.json"
+        if Path(args.dataset).is_dir()
+        else None
+    )
+    print(f"captions            {stats['captions']:,}")
+    for name in ("characters", "words"):
+        s = stats[name]
+        print(
+            f"{name + '/caption':<19} mean {s['mean']:,.1f}  median {s['median']:,.1f}  p95 {s['p95']:,.1f}  max {s['max']:,}"
+        )
+    print(f"vocabulary          {stats['vocabulary']:,} words")
+    print(f"distinct bigrams    {stats['distinct_bigrams']:,}")
+    flagged = stats["degenerate_captions"]
+    share = len(flagged) / max(stats["captions"], 1)
+    print(f"degenerate          {len(flagged):,} ({share:.2%}): {stats['degenerate_rule']}")
+    for item in flagged[: args.show]:
+        print(f"  {item['id']}: {item['phrase']!r} x{item['repeats']} ({item['coverage']:.0%} of the caption)")
+    if len(flagged) > args.show:
+        print(f"  ... {len(flagged) - args.show:,} more" + (f" in {out}" if out else ""))
+    if out is not None:
+        out.write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
+        print(f"written to {out}")
+    return 0
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .hub import push_corpus
+
+    url = push_corpus(args.dataset, args.repo_id, private=args.private or None, token=args.token)
+    print(f"{args.dataset} pushed to {url}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return {"build": _build, "export": _export, "stats": _stats, "push": _push}[args.data_command](args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,102 @@
+"""Upload a built corpus to the Hugging Face Hub (dataset repo): parquet shards, dataset card, report.json.
+
+The Hub cannot follow local paths, so a corpus built without --embed-images is embedded on the way: each
+shard is rewritten with the image bytes (`path` becomes the path under the data root) into a temporary
+folder inside the corpus folder, and those shards are uploaded. One commit holds the shards, the card and
+the report, and removes shards of an earlier push that this one does not replace.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from .build import DATA_DIR, REPORT_FILE, corpus_features, read_report
+from .card import render_dataset_card
+
+__all__ = ["push_corpus"]
+
+
+def _embed_shard(source: Path, target: Path, image_root: str) -> None:
+    from datasets.arrow_writer import ParquetWriter
+
+    prefix = image_root.rstrip(os.sep) + os.sep
+    features = corpus_features()
+    writer = ParquetWriter(features=features, path=str(target), writer_batch_size=100)
+    for batch in pq.ParquetFile(source).iter_batches(batch_size=100):
+        table = pa.Table.from_batches([batch])
+        images = []
+        for row_images in table.column("images").to_pylist():
+            embedded = []
+            for image in row_images:
+                path, data = image["path"], image["bytes"]
+                if data is None:
+                    data = Path(path).read_bytes()
+                    path = path[len(prefix) :] if path.startswith(prefix) else os.path.basename(path)
+                embedded.append({"path": path, "bytes": data})
+            images.append(embedded)
+        index = table.schema.get_field_index("images")
+        table = table.set_column(index, "images", pa.array(images, type=table.schema.field("images").type))
+        writer.write_table(table)
+    writer.finalize()
+
+
+def push_corpus(
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str | None = None,
+    progress: bool = True,
+) -> str:
+    """Upload the corpus folder `output_dir` (from `build_corpus`) to the dataset repo `repo_id`, creating
+    it if needed, with the images embedded; returns the repo URL. `load_dataset(repo_id, split="train")`
+    then gives the same rows (images as bytes)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+
+    output_dir = Path(output_dir)
+    report = read_report(output_dir)
+    if report is None:
+        raise ValueError(f"{output_dir} has no {REPORT_FILE}: build it first with `sharegpt4v data build`.")
+    shards = [output_dir / name for name in report["shards"]]
+    missing = [str(path) for path in shards if not path.is_file()]
+    if missing:
+        raise ValueError(f"{output_dir} is incomplete: shard(s) {missing} are missing; rebuild the corpus.")
+
+    staging = output_dir / ".hub-upload"
+    try:
+        if not report["embed_images"]:
+            (staging / DATA_DIR).mkdir(parents=True, exist_ok=True)
+            for shard in tqdm(shards, desc="embed images", unit=" shard", disable=not progress):
+                _embed_shard(shard, staging / DATA_DIR / shard.name, report["image_root"])
+            shards = [staging / DATA_DIR / shard.name for shard in shards]
+        card = render_dataset_card(report, embedded=True, repo_id=repo_id)
+        api = HfApi(token=token)
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        uploaded = {f"{DATA_DIR}/{shard.name}" for shard in shards}
+        stale = [
+            name
+            for name in api.list_repo_files(repo_id, repo_type="dataset")
+            if name.startswith(f"{DATA_DIR}/") and name not in uploaded
+        ]
+        operations = [CommitOperationAdd(f"{DATA_DIR}/{shard.name}", str(shard)) for shard in shards]
+        operations += [
+            CommitOperationAdd("README.md", card.encode("utf-8")),
+            CommitOperationAdd(REPORT_FILE, str(output_dir / REPORT_FILE)),
+            *[CommitOperationDelete(name) for name in stale],
+        ]
+        api.create_commit(
+            repo_id,
+            operations,
+            repo_type="dataset",
+            commit_message=commit_message or f"Upload ShareGPT4V corpus ({report['records_written']:,} records)",
+        )
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(url)
