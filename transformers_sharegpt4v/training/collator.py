@@ -17,7 +17,8 @@ Padding-free packing (`padding_free=True`) concatenates the batch into one row o
 block-diagonal causal mask from the position ids for sdpa/eager (`masking_utils.find_packed_sequence_indices`)
 and varlen flash-attention reads the sequence boundaries from them, so no token attends to another sample.
 The first label of every sample is -100 (it would be predicted from the previous sample's last token);
-it is BOS, already ignored. With `return_flash_kwargs=True` (CUDA + flash_attention_2) the batch also
+it is BOS, already ignored. The packed batch carries `use_cache=False`: transformers only looks for packed
+sequences when there is no KV cache, and a model called in eval mode would otherwise make one. With `return_flash_kwargs=True` (CUDA + flash_attention_2) the batch also
 carries `cu_seq_lens_q/k` and `max_length_q/k`, computed here on the CPU, as TRL's own padding-free
 collator does, to spare the device-to-host syncs.
 """
@@ -160,7 +161,14 @@ class ShareGPT4VDataCollator:
         labels = torch.tensor([t for e in encoded for t in e["labels"]], dtype=torch.long)[None]
         position_ids = torch.cat([torch.arange(n) for n in lengths])[None]
         labels[position_ids == 0] = IGNORE_INDEX
-        batch: dict[str, Any] = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+        # use_cache=False: with a KV cache transformers does not look for packed sequences in position_ids
+        # (it would let the samples attend to each other); TRL's trainer sets it too.
+        batch: dict[str, Any] = {
+            "input_ids": input_ids,
+            "labels": labels,
+            "position_ids": position_ids,
+            "use_cache": False,
+        }
         if self.return_flash_kwargs:
             cu_seq_lens = torch.tensor([0, *np.cumsum(lengths)], dtype=torch.int32)
             batch["cu_seq_lens_q"] = batch["cu_seq_lens_k"] = cu_seq_lens
