@@ -9,6 +9,7 @@ and puts the sentinel -200 between the pieces. `preprocess_v1` masks BOS and, pe
 `preprocess_plain` masks `len(tokenize("<image>"))` tokens.
 """
 
+import copy
 import json
 import os
 import random
@@ -218,6 +219,26 @@ def test_random_prompts_match_original_tokenization(processor, original):
         assert ids == expand(tokenizer_image_token(prompt, original)), prompt
 
 
+def test_legacy_tokenizer_json_pipeline_gives_the_same_ids(tokenizer, original, images):
+    """llava-hf / transformers<4.34 tokenizer.json: normalizers Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer."""
+    legacy = copy.deepcopy(tokenizer)
+    spec = json.loads(legacy.backend_tokenizer.to_str())
+    spec["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
+    }
+    spec["pre_tokenizer"] = None
+    legacy._tokenizer = type(legacy.backend_tokenizer).from_str(json.dumps(spec))
+    processor = ShareGPT4VProcessor(ShareGPT4VImageProcessor(), legacy)
+    for prompt in PROMPTS:
+        n_images = prompt.count("<image>")
+        ids = processor(images=images[:n_images] or None, text=prompt)["input_ids"][0]
+        assert ids == expand(tokenizer_image_token(prompt, original)), prompt
+
+
 def test_whole_string_tokenizer_does_not_reproduce_the_original(tokenizer, original):
     prompt = "USER: <image>\nWhat? ASSISTANT: A dog</s>USER: Why? ASSISTANT:"
     expected = expand(tokenizer_image_token(prompt, original), image_value=IMAGE_ID)
@@ -307,6 +328,16 @@ def test_truncation_counting_the_image_as_one_like_the_original(processor, origi
     for max_length in (12, 50, 2048):
         out = processor(images=images[:1], text=text, truncation=True, max_length=max_length, count_image_as_one=True)
         assert out["input_ids"][0] == expand(ids[:max_length])  # the original: truncate, then expand
+
+
+def test_truncation_defaults_to_model_max_length(tokenizer, original, images):
+    processor = ShareGPT4VProcessor(ShareGPT4VImageProcessor(), copy.deepcopy(tokenizer))
+    processor.tokenizer.model_max_length = N + 5
+    text = "USER: <image>\n" + "red green blue " * 40
+    out = processor(images=images[:1], text=text, truncation=True)
+    assert out["input_ids"][0] == expand(tokenizer_image_token(text, original))[: N + 5]
+    with pytest.raises(ValueError, match="padding='max_length' needs `max_length`"):
+        processor(text=["a", "b c"], padding="max_length")
 
 
 # ----------------------------------------------------------------------------- errors
@@ -555,6 +586,24 @@ def test_trl_collator_assistant_only_loss_matches_original(processor, original, 
     )
     ids, labels = original_plain_labels(caption, original)
     assert out["labels"][0].tolist() == expanded_labels(ids, labels)[: N + 8]
+
+
+def test_trl_collator_truncates_like_the_original_with_count_image_as_one(tokenizer, original, images):
+    """The original: 2048 text ids with the image as one, then expanded (up to 2048 + 575 positions)."""
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    processor = ShareGPT4VProcessor(ShareGPT4VImageProcessor(), tokenizer)
+    processor.text_kwargs = {"count_image_as_one": True}  # processor-level default, below the call's kwargs
+    answer = "There are two cats lying on a pink blanket. " * 10
+    turns = [("USER", "<image>\nHow many cats are there?"), ("ASSISTANT", answer)]
+    ids, labels = original_v1_labels(original_v1_prompt(turns), original)
+    max_length = len(ids) - 20
+    collator = DataCollatorForVisionLanguageModeling(processor, assistant_only_loss=True, max_length=max_length)
+    example = {"images": [images[1]], "messages": [{"role": "user", "content": "How many cats are there?"}]}
+    example["messages"].append({"role": "assistant", "content": answer})
+    batch = collator([example])
+    assert batch["input_ids"][0].tolist() == expand(ids[:max_length])
+    assert batch["labels"][0].tolist() == expanded_labels(ids[:max_length], labels[:max_length])
 
 
 # ----------------------------------------------------------------------------- saving and remote code
