@@ -650,8 +650,10 @@ def run_without_plugin(code: str, cwd) -> subprocess.CompletedProcess:
     )
 
 
-def test_remote_code_without_plugin(processor, images, tmp_path):
+def test_remote_code_without_plugin(processor, images, tiny_model, tmp_path):
+    """A checkpoint folder (model + processor) used with transformers alone: load, template, masks, generate."""
     saved = tmp_path / "checkpoint"
+    tiny_model.save_pretrained(saved)
     processor.save_pretrained(saved)
     image_path = sorted(FIXTURE_IMAGES.glob("*.jpg"))[0]
     messages = [
@@ -660,22 +662,29 @@ def test_remote_code_without_plugin(processor, images, tmp_path):
     ]
     code = f"""
         import json
-        from transformers import AutoProcessor
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
         processor = AutoProcessor.from_pretrained({str(saved)!r}, trust_remote_code=True)
+        model = AutoModelForImageTextToText.from_pretrained({str(saved)!r}, trust_remote_code=True).eval()
         assert "transformers_sharegpt4v" not in sys.modules
         out = processor.apply_chat_template(
             {messages!r}, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt"
         )
         plain = processor.apply_chat_template({messages!r}, chat_template="plain")
+        prompt = processor.apply_chat_template({messages[:1]!r}, add_generation_prompt=True, tokenize=True,
+            return_dict=True, return_tensors="pt")
+        with torch.no_grad():
+            generated = model.generate(**prompt, max_new_tokens=3, do_sample=False)
         print(json.dumps({{"cls": type(processor).__module__, "ids": out["input_ids"][0].tolist(),
             "mask": out["assistant_masks"][0].tolist(), "pixels": float(out["pixel_values"].double().sum()),
-            "plain": plain}}))
+            "plain": plain, "generated": generated[0].tolist()}}))
     """
     result = run_without_plugin(code, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert got["cls"].startswith("transformers_modules.")
-    messages[0]["content"][0] = {"type": "image", "image": Image.open(image_path)}
+    image = Image.open(image_path)
+    messages[0]["content"][0] = {"type": "image", "image": image}
     expected = processor.apply_chat_template(
         messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True, return_tensors="pt"
     )
@@ -683,3 +692,9 @@ def test_remote_code_without_plugin(processor, images, tmp_path):
     assert got["mask"] == expected["assistant_masks"][0].tolist()
     assert np.isclose(got["pixels"], float(expected["pixel_values"].double().sum()), rtol=1e-9)
     assert got["plain"] == "<s><image>A dog.\n"
+    prompt = processor.apply_chat_template(
+        messages[:1], add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+    )
+    with torch.no_grad():
+        generated = tiny_model.generate(**prompt, max_new_tokens=3, do_sample=False)
+    assert got["generated"] == generated[0].tolist()
