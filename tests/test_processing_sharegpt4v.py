@@ -606,6 +606,41 @@ def test_trl_collator_truncates_like_the_original_with_count_image_as_one(tokeni
     assert batch["labels"][0].tolist() == expanded_labels(ids[:max_length], labels[:max_length])
 
 
+def test_sft_trainer_trains_on_the_original_labels(processor, original, images, tiny_model, tmp_path):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    rows = [
+        {
+            "images": [images[i]],
+            "messages": [
+                {"role": "user", "content": "What is in the image?"},
+                {"role": "assistant", "content": f"A dog {i}."},
+            ],
+        }
+        for i in range(2)
+    ]
+    args = SFTConfig(
+        output_dir=str(tmp_path),
+        max_steps=1,
+        per_device_train_batch_size=2,
+        assistant_only_loss=True,
+        max_length=None,
+        report_to=[],
+        use_cpu=True,
+        save_strategy="no",
+    )
+    trainer = SFTTrainer(
+        model=tiny_model, args=args, train_dataset=Dataset.from_list(rows), processing_class=processor
+    )
+    batch = trainer.data_collator([trainer.train_dataset[0], trainer.train_dataset[1]])
+    for row in range(2):
+        turns = [("USER", "<image>\nWhat is in the image?"), ("ASSISTANT", f"A dog {row}.")]
+        ids, labels = original_v1_labels(original_v1_prompt(turns), original)
+        assert batch["labels"][row].tolist() == expanded_labels(ids, labels)
+    assert np.isfinite(trainer.train().training_loss)
+
+
 # ----------------------------------------------------------------------------- saving and remote code
 
 
