@@ -575,7 +575,10 @@ def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | Non
     vision = vision_config_from_folder(vit_folder)
     check_original_config(config, vision, folder, vit_folder)
 
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    from transformers import LlamaConfig
+
+    # `config=`: the LLaMA tokenizer without transformers parsing the share4v config.json (and warning about it).
+    tokenizer = AutoTokenizer.from_pretrained(folder, config=LlamaConfig())
     vocab = config.get("vocab_size", 32000)
     if len(tokenizer) != vocab:
         raise ValueError(

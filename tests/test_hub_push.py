@@ -1,0 +1,109 @@
+"""`sharegpt4v push` and `model.push_to_hub` against a local Hub-compatible server (tests/hub_server.py), with
+the real `huggingface_hub` client in a subprocess; then the repo is downloaded back and loaded with
+`trust_remote_code=True` where the plugin cannot be imported."""
+
+import json
+import shutil
+
+import pytest
+import torch
+from hub_server import LocalHub, run_with_hub
+from test_conversion import IMAGE_ID, NO_PLUGIN_PRELUDE, SENTINEL, expand, pixels, write_released_checkpoint
+
+from transformers_sharegpt4v import ShareGPT4VForCausalLM
+from transformers_sharegpt4v.conversion import convert_checkpoint
+from transformers_sharegpt4v.hub import push_checkpoint
+
+CODE_FILES = {
+    "configuration_sharegpt4v.py",
+    "modeling_sharegpt4v.py",
+    "image_processing_sharegpt4v.py",
+    "processing_sharegpt4v.py",
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(spm_model_file, tmp_path_factory):
+    """A plugin checkpoint converted from a tiny released-layout ShareGPT4V checkpoint, and expected logits."""
+    root = tmp_path_factory.mktemp("push")
+    llm_dir, _ = write_released_checkpoint(root, spm_model_file)
+    folder = convert_checkpoint(llm_dir, root / "converted" / "ShareGPT4V-tiny")
+    ids, pv = torch.tensor([expand([1, 45, SENTINEL, 13, 14])]), pixels()
+    with torch.no_grad():
+        expected = ShareGPT4VForCausalLM.from_pretrained(folder).eval()(input_ids=ids, pixel_values=pv).logits
+    torch.save({"ids": ids, "pv": pv, "expected": expected}, root / "inputs.pt")
+    return folder, root / "inputs.pt"
+
+
+def load_back_without_plugin(hub: LocalHub, repo_id: str, inputs, cwd) -> None:
+    code = NO_PLUGIN_PRELUDE + (
+        "\nimport torch\n"
+        "from transformers import AutoModelForCausalLM, AutoProcessor\n"
+        f"model = AutoModelForCausalLM.from_pretrained({repo_id!r}, trust_remote_code=True).eval()\n"
+        "assert type(model).__name__ == 'ShareGPT4VForCausalLM', type(model)\n"
+        f"data = torch.load({str(inputs)!r})\n"
+        "with torch.no_grad():\n"
+        "    logits = model(input_ids=data['ids'], pixel_values=data['pv']).logits\n"
+        "assert (logits - data['expected']).abs().max() < 1e-5\n"
+        f"processor = AutoProcessor.from_pretrained({repo_id!r}, trust_remote_code=True)\n"
+        "assert type(processor).__name__ == 'ShareGPT4VProcessor' and processor.image_processor.do_pad\n"
+        f"assert processor.tokenizer.convert_tokens_to_ids('<image>') == {IMAGE_ID}\n"
+        "assert 'transformers_sharegpt4v' not in sys.modules\n"
+    )
+    run_with_hub(hub, code, cwd=cwd, env={"PYTHONPATH": "", "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_push_uploads_everything_and_loads_back_without_plugin(checkpoint, tmp_path):
+    folder, inputs = checkpoint
+    with LocalHub(tmp_path / "hub", lfs=True) as hub:
+        result = run_with_hub(hub, ["sharegpt4v", "push", str(folder), "test-user/ShareGPT4V-tiny"], cwd=tmp_path)
+        assert "Pushed" in result.stdout
+        files = set(hub.list_files("test-user/ShareGPT4V-tiny"))
+        local = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+        assert local <= files and "additional_chat_templates/plain.jinja" in files
+        assert (
+            CODE_FILES | {"config.json", "README.md", "generation_config.json", "model.safetensors.index.json"}
+            <= files
+        )
+        assert {"processor_config.json", "tokenizer.json", "tokenizer_config.json"} <= files
+        shards = sorted(p.name for p in folder.glob("model-*.safetensors"))
+        assert shards and set(shards) <= files
+        for shard in shards:
+            assert hub.is_lfs("test-user/ShareGPT4V-tiny", shard)
+            assert hub.read_file("test-user/ShareGPT4V-tiny", shard) == (folder / shard).read_bytes()
+        card = hub.read_file("test-user/ShareGPT4V-tiny", "README.md").decode()
+        assert "trust_remote_code=True" in card and "license:" in card and "Provenance" in card
+        assert not hub.stray_requests
+        load_back_without_plugin(hub, "test-user/ShareGPT4V-tiny", inputs, tmp_path)
+
+
+def test_model_and_processor_push_to_hub_carry_code_and_load_back(checkpoint, tmp_path):
+    folder, inputs = checkpoint
+    with LocalHub(tmp_path / "hub") as hub:
+        run_with_hub(
+            hub,
+            "import transformers_sharegpt4v\n"
+            "from transformers import AutoProcessor\n"
+            "from transformers_sharegpt4v import ShareGPT4VForCausalLM\n"
+            f"model = ShareGPT4VForCausalLM.from_pretrained({str(folder)!r})\n"
+            "model.push_to_hub('test-user/pushed')\n"
+            f"AutoProcessor.from_pretrained({str(folder)!r}).push_to_hub('test-user/pushed')\n",
+            cwd=tmp_path,
+        )
+        files = set(hub.list_files("test-user/pushed"))
+        assert CODE_FILES <= files and "config.json" in files and "processor_config.json" in files
+        assert any(name.endswith(".safetensors") for name in files)
+        config = json.loads(hub.read_file("test-user/pushed", "config.json"))
+        assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_sharegpt4v.ShareGPT4VForCausalLM"
+        load_back_without_plugin(hub, "test-user/pushed", inputs, tmp_path)
+
+
+def test_push_refuses_incomplete_folders(checkpoint, tmp_path):
+    folder, _ = checkpoint
+    with pytest.raises(ValueError, match="no config.json"):
+        push_checkpoint(tmp_path, "test-user/x")
+    broken = tmp_path / "broken"
+    shutil.copytree(folder, broken)
+    (broken / "modeling_sharegpt4v.py").unlink()
+    with pytest.raises(ValueError, match="lacks modeling_sharegpt4v.py"):
+        push_checkpoint(broken, "test-user/x")
