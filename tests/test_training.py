@@ -349,7 +349,7 @@ def test_trl_recipe_parses_with_trl_sft_parser():
         ["--config", str(RECIPES / "trl_finetune.yaml"), *_cpu_overrides(RECIPES / "trl_finetune.yaml")],
         fail_with_unknown_args=True,
     )
-    assert args[1].assistant_only_loss is True and args[2].trust_remote_code is not None
+    assert args[1].assistant_only_loss is True and args[1].trust_remote_code is True
 
 
 def test_unknown_recipe_key_fails_naming_it(tmp_path):
@@ -428,10 +428,10 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tiny_run, tmp_path)
     from safetensors.torch import load_file
 
     full, resumed = tmp_path / "full", tmp_path / "resumed"
-    _train_cli(tiny_run, full, "--save_strategy", "no")
-    _train_cli(tiny_run, resumed, "--max_steps", "2")
-    result = _train_cli(tiny_run, resumed, "--resume_from_checkpoint", str(resumed / "checkpoint-2"))
+    _train_cli(tiny_run, full)  # 4 steps, checkpoints at 2 and 4
+    result = _train_cli(tiny_run, resumed, "--resume_from_checkpoint", str(full / "checkpoint-2"))
     state = json.loads((resumed / "checkpoint-4" / "trainer_state.json").read_text())
+    assert not (resumed / "checkpoint-2").exists()  # steps 1-2 were not run again
     assert state["global_step"] == 4 and [e["step"] for e in state["log_history"] if "loss" in e] == [1, 2, 3, 4]
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     for name in a:
