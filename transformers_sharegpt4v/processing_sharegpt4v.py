@@ -433,7 +433,8 @@ class ShareGPT4VProcessor(ProcessorMixin):
                 raise ValueError(f"ShareGPT4VProcessor does not support `{key}`.")
         flat_images = self._check_image_counts(texts, images)
 
-        samples = self.tokenize_like_original(texts, add_special_tokens=text_kwargs.get("add_special_tokens", True))
+        add_special_tokens = text_kwargs.get("add_special_tokens") is not False  # None means the default, True
+        samples = self.tokenize_like_original(texts, add_special_tokens=add_special_tokens)
         for sample in samples:
             sample["attention_mask"] = [1] * len(sample["input_ids"])
 
