@@ -3,8 +3,8 @@
 Flow: each JSON file is streamed record by record (reader.py) -> shape and content checks and the duplicate
 check run in this process (records.py) -> the distinct image paths of a batch of records go to the worker
 pool (images.py) while the next batch is read -> the records of a checked batch become rows and are
-appended to the current parquet shard by `datasets`' ParquetWriter. Nothing grows with the corpus except
-the set of seen ids and the per-path check cache. Skipped records are appended to one temporary file per
+appended to the current parquet shard (pyarrow, set up as `datasets` writes parquet). Nothing grows with
+the corpus except the set of seen ids and the per-path check cache. Skipped records are appended to one temporary file per
 reason and gathered into report.json at the end.
 """
 
@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from .card import write_dataset_card
@@ -119,8 +121,8 @@ class _SkipLog:
 
 
 class _ShardWriter:
-    """Appends rows to parquet shards of about `max_shard_bytes` (uncompressed) through `datasets`'
-    ParquetWriter; shards get their final `train-XXXXX-of-YYYYY.parquet` names in `close()`."""
+    """Appends rows to parquet shards of about `max_shard_bytes` (uncompressed), a row group at a time;
+    shards get their final `train-XXXXX-of-YYYYY.parquet` names in `close()`."""
 
     def __init__(self, data_dir: Path, features, rows_per_group: int, max_shard_bytes: int) -> None:
         self.data_dir = data_dir
@@ -133,6 +135,7 @@ class _ShardWriter:
         self._shard_bytes = 0
         self.rows_written = 0
         self.num_bytes = 0  # uncompressed Arrow bytes written, as `datasets` counts them
+        self.schema = features.arrow_schema  # carries the features as metadata: Image columns stay Image
 
     def add(self, row: dict[str, Any], size: int) -> None:
         self._rows.append(row)
@@ -146,20 +149,19 @@ class _ShardWriter:
         if not self._rows:
             return
         if self._writer is None:
-            from datasets.arrow_writer import ParquetWriter
-
             path = self.data_dir / f"train-{len(self.paths):05d}.parquet.partial"
             self.paths.append(path)
-            self._writer = ParquetWriter(features=self.features, path=str(path), writer_batch_size=self.rows_per_group)
-        columns = {name: [row[name] for row in self._rows] for name in self.features}
-        self._writer.write_batch(columns)
+            self._writer = open_parquet_writer(path, self.features)
+        table = pa.Table.from_pylist(self._rows, schema=self.schema)
+        self._writer.write_table(table, row_group_size=self.rows_per_group)
+        self.num_bytes += table.nbytes
         self.rows_written += len(self._rows)
         self._rows = []
 
     def _finish_shard(self) -> None:
         self._flush()
         if self._writer is not None:
-            self.num_bytes += self._writer.finalize()[1]
+            self._writer.close()
             self._writer = None
         self._shard_bytes = 0
 
@@ -171,6 +173,24 @@ class _ShardWriter:
             path.rename(self.data_dir / name)
             names.append(f"{DATA_DIR}/{name}")
         return names
+
+
+def open_parquet_writer(path: str | os.PathLike, features) -> pq.ParquetWriter:
+    """A pyarrow ParquetWriter set up as `datasets` sets up its own (feature metadata in the schema,
+    content-defined chunking so re-uploads of similar shards deduplicate on the Hub, page index)."""
+    from datasets import arrow_writer, config
+
+    # Per-column compression/encoding as `datasets` chooses them (image bytes stored plain, uncompressed).
+    column_options = getattr(arrow_writer, "get_parquet_column_options", lambda *_: {})
+    writer = pq.ParquetWriter(
+        str(path),
+        features.arrow_schema,
+        use_content_defined_chunking=config.DEFAULT_CDC_OPTIONS,
+        write_page_index=True,
+        **column_options(features, features.arrow_schema),
+    )
+    writer.add_key_value_metadata({"content_defined_chunking": json.dumps(config.DEFAULT_CDC_OPTIONS)})
+    return writer
 
 
 def _default_command(json_files, image_root, output_dir, embed_images, push_to_hub) -> str:

@@ -16,18 +16,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .build import DATA_DIR, REPORT_FILE, corpus_features, read_report
+from .build import DATA_DIR, REPORT_FILE, corpus_features, open_parquet_writer, read_report
 from .card import render_dataset_card
 
 __all__ = ["push_corpus"]
 
 
 def _embed_shard(source: Path, target: Path, image_root: str) -> None:
-    from datasets.arrow_writer import ParquetWriter
-
     prefix = image_root.rstrip(os.sep) + os.sep
-    features = corpus_features()
-    writer = ParquetWriter(features=features, path=str(target), writer_batch_size=100)
+    writer = open_parquet_writer(target, corpus_features())
     for batch in pq.ParquetFile(source).iter_batches(batch_size=100):
         table = pa.Table.from_batches([batch])
         images = []
@@ -43,7 +40,7 @@ def _embed_shard(source: Path, target: Path, image_root: str) -> None:
         index = table.schema.get_field_index("images")
         table = table.set_column(index, "images", pa.array(images, type=table.schema.field("images").type))
         writer.write_table(table)
-    writer.finalize()
+    writer.close()
 
 
 def push_corpus(

@@ -140,6 +140,8 @@ def source_of(images: list[str]) -> str:
 
 
 def _split_tags(value: str) -> list[dict[str, str | None]]:
+    if IMAGE_TAG not in value:  # most turns: one text part
+        return [{"type": "text", "text": value}]
     pieces = value.split(IMAGE_TAG)
     parts: list[dict[str, str | None]] = []
     if pieces[0]:
