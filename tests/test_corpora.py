@@ -287,6 +287,30 @@ def test_streaming_rows_match_and_collate_without_materialising(built):
     assert all(isinstance(i, Image.Image) for lst in images for i in lst)
 
 
+def test_streamed_rows_feed_the_training_collator(built, llama_tokenizer_dir):
+    import torch
+    from datasets import load_dataset
+    from transformers import LlamaTokenizer
+
+    from transformers_sharegpt4v.image_processing_sharegpt4v import ShareGPT4VImageProcessor
+    from transformers_sharegpt4v.processing_sharegpt4v import ShareGPT4VProcessor
+    from transformers_sharegpt4v.training import ShareGPT4VDataCollator
+
+    tokenizer = LlamaTokenizer.from_pretrained(llama_tokenizer_dir)
+    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
+    collator = ShareGPT4VDataCollator(ShareGPT4VProcessor(ShareGPT4VImageProcessor(), tokenizer), max_length=None)
+    folder = built[0]
+    stream = load_dataset(str(folder / "out"), split="train", streaming=True)
+    streamed = collator(list(itertools.islice(iter(stream), 4)))  # c1, c2, t1 (text only), c3
+    eager = collator(list(load_dataset(str(folder / "out"), split="train").select(range(4))))
+    assert streamed["pixel_values"].shape == (3, 3, 336, 336)
+    image_token = tokenizer.convert_tokens_to_ids("<image>")
+    assert (streamed["input_ids"] == image_token).sum(dim=1).tolist() == [576, 576, 0, 576]
+    assert (streamed["labels"] != -100).any(dim=1).all()
+    for key in ("input_ids", "labels", "attention_mask", "pixel_values"):
+        assert torch.equal(streamed[key], eager[key]), key
+
+
 def test_export_round_trip_is_identical(built, tmp_path):
     folder = built[0]
     out_json = tmp_path / "roundtrip.json"
