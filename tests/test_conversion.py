@@ -682,3 +682,58 @@ def test_vision_tower_flag_overrides_mm_vision_tower_and_bad_ids_are_explained(r
         convert_checkpoint("someone/not-downloaded", tmp_path / "out")
     assert cli_main(["convert", str(src), str(tmp_path / "out"), "--vision-tower", str(vit_dir)]) == 0
     assert json.loads((tmp_path / "out" / "config.json").read_text())["model_type"] == "sharegpt4v"
+
+
+def test_llava_15_layout_with_safetensors_and_full_clip_tower_gives_the_same_weights(
+    released, converted_original, tmp_path
+):
+    """LLaVA-1.5 flavour of the layout: model_type "llava", safetensors shards + index, and a full CLIPModel
+    repo as vision tower (openai/clip-vit-large-patch14-336: model_type "clip", text half included)."""
+    from safetensors.torch import save_file
+    from transformers import CLIPConfig, CLIPModel
+
+    llm_dir, vit_dir = released
+    src, vit = tmp_path / "llava-v1.5-tiny", tmp_path / "clip-vit-tiny-336"
+    shutil.copytree(llm_dir, src)
+    weight_map = {}
+    for shard in sorted(src.glob("pytorch_model-*.bin")):
+        state = torch.load(shard, weights_only=True)
+        name = shard.name.replace("pytorch_model", "model").replace(".bin", ".safetensors")
+        save_file({k: v.contiguous() for k, v in state.items()}, src / name, metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(state, name))
+        shard.unlink()
+    (src / "pytorch_model.bin.index.json").unlink()
+    (src / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    vision = json.loads((vit_dir / "config.json").read_text())
+    vit.mkdir()
+    clip_config = CLIPConfig(
+        text_config=dict(hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4),
+        vision_config={k: v for k, v in vision.items() if k not in ("architectures", "model_type", "torch_dtype")},
+        projection_dim=HIDDEN,
+    )
+    full = CLIPModel(clip_config).state_dict()
+    full.update(torch.load(vit_dir / "pytorch_model.bin", weights_only=True))
+    assert any(k.startswith("text_model.") for k in full) and "logit_scale" in full
+    save_file({k: v.contiguous() for k, v in full.items()}, vit / "model.safetensors", metadata={"format": "pt"})
+    (vit / "config.json").write_text(json.dumps(dict(clip_config.to_dict(), architectures=["CLIPModel"])))
+    shutil.copy(vit_dir / "preprocessor_config.json", vit / "preprocessor_config.json")
+    _edit_config(src, model_type="llava", architectures=["LlavaLlamaForCausalLM"], mm_vision_tower=str(vit))
+
+    out = convert_checkpoint(src, tmp_path / "out")
+    expected, got = all_tensors(converted_original), all_tensors(out)
+    assert set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_vision_tower_saved_inside_the_llm_checkpoint_is_used(released, tmp_path):
+    """Checkpoints trained with an unfrozen tower (stage 1) may hold it as model.vision_tower.vision_tower.*;
+    those weights win over the separate folder, which then only provides the config and preprocessing."""
+    llm_dir, vit_dir = released
+    src = tmp_path / "src"
+    shutil.copytree(llm_dir, src)
+    tower = torch.load(vit_dir / "pytorch_model.bin", weights_only=True)
+    tuned = {"model.vision_tower.vision_tower." + k: v + 1.0 for k, v in tower.items()}
+    _edit_weights(src, lambda state, name: state.update(tuned) if name.endswith("00002.bin") else None)
+    got = all_tensors(convert_checkpoint(src, tmp_path / "out"))
+    for key, value in tower.items():
+        assert torch.equal(got["model.vision_tower." + key[len("vision_model.") :]], value + 1.0), key

@@ -299,7 +299,7 @@ DROP = None  # a rename result meaning "known, not a model weight" (e.g. rotary 
 
 def rename_original_llm_key(key: str) -> str | None:
     """Released ShareGPT4V/LLaVA-1.5 LLM checkpoint key -> plugin key (None: drop; raises on unknown)."""
-    if key.endswith("rotary_emb.inv_freq"):
+    if key.endswith(("rotary_emb.inv_freq", "embeddings.position_ids")):  # buffers older transformers saved
         return DROP
     projector = re.fullmatch(r"model\.mm_projector\.(\d+)\.(weight|bias)", key)
     if projector:
