@@ -27,12 +27,15 @@ setup(
         "pillow>=10",
         "tqdm",
         "pyyaml",
+        # LLaMA tokenizers ship as SentencePiece `tokenizer.model` files (released checkpoints, Vicuna).
+        "sentencepiece",
+        "protobuf",
     ],
     extras_require={
         "train": ["trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
         "flash": ["flash-attn>=2.6"],
-        "test": ["pytest>=8", "sentencepiece", "protobuf", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
-        "dev": ["pytest>=8", "sentencepiece", "protobuf", "ruff", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+        "test": ["pytest>=8", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+        "dev": ["pytest>=8", "ruff", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
     },
     entry_points={"console_scripts": ["sharegpt4v=transformers_sharegpt4v.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
