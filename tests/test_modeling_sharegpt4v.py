@@ -98,6 +98,8 @@ def test_config_validates_image_geometry():
     assert ShareGPT4VConfig(image_seq_length=577, vision_feature_select_strategy="full").image_seq_length == 577
     with pytest.raises(ValueError, match="image_seq_length=576 does not match.*224 / patch_size 14 gives 256"):
         ShareGPT4VConfig(vision_config={"image_size": 224, "patch_size": 14})
+    with pytest.raises(ValueError, match="vision_feature_layer=0 .* is not supported"):
+        ShareGPT4VConfig(vision_feature_layer=0)
     with pytest.raises(ValueError, match="vision_feature_layer=-30 is out of range"):
         ShareGPT4VConfig(vision_feature_layer=-30)
 

@@ -101,6 +101,12 @@ class ShareGPT4VConfig(PreTrainedConfig):
                 f"{expected} image tokens with vision_feature_select_strategy={self.vision_feature_select_strategy!r}."
             )
         layers = vision.num_hidden_layers
+        if self.vision_feature_layer == 0:
+            # transformers reads the layer index as `output_hidden_states`, where 0 means "none".
+            raise ValueError(
+                "vision_feature_layer=0 (the patch embeddings) is not supported: transformers treats it as "
+                f"'no hidden states'. Use a layer in 1..{layers} or -{layers}..-1."
+            )
         if not -(layers + 1) <= self.vision_feature_layer <= layers:
             raise ValueError(
                 f"vision_feature_layer={self.vision_feature_layer} is out of range for a vision tower with "
