@@ -272,6 +272,16 @@ def test_input_types_and_batching(processor, tmp_path):
     assert np.array_equal(as_list[1], nested[1])
 
 
+def test_call_kwargs_override_settings_and_fast_path_agrees(processor):
+    image = PIL.Image.open(PHOTOS[1])
+    fast = processor(image, return_tensors="np")["pixel_values"]  # only return_tensors: the fast path
+    validated = processor(image, return_tensors="np", do_pad=True)["pixel_values"]  # transformers' full path
+    assert np.array_equal(fast, validated)
+    unpadded = processor(image, return_tensors="np", do_pad=False)["pixel_values"]
+    assert np.array_equal(unpadded, ShareGPT4VImageProcessor(do_pad=False)(image, return_tensors="np")["pixel_values"])
+    assert np.abs(unpadded[0] - reference_pixel_values(image, do_pad=False)).max() < TOLERANCE
+
+
 def test_bad_inputs_are_refused(processor):
     with pytest.raises(ValueError, match="outside 0-255"):
         processor(np.full((10, 10, 3), 300, dtype=np.int32))
