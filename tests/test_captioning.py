@@ -196,6 +196,18 @@ def test_rerun_skips_everything_and_refuses_changed_settings(single_run, caption
     assert "already holds captions made with other settings" in result.stdout
 
 
+def test_limit_takes_the_first_images_of_the_listing(captioner_dir, image_dir, tmp_path, single_run):
+    output = tmp_path / "out"
+    summary = caption_images(
+        str(captioner_dir), image_dir, output, max_new_tokens=MAX_NEW, limit=3, num_workers=0, progress=False
+    )
+    listing = list_source(image_dir).keys
+    assert listing[:3] == ["broken.png", "coco_dog_000000319154.jpg", "coco_twocat_000000039769.jpg"]
+    assert (summary.done, summary.failed) == (2, 1)
+    by_folder = {row["image"]: row for row in load_rows(single_run[0])}
+    assert {row["image"]: row for row in load_rows(output)} == {key: by_folder[key] for key in listing[1:3]}
+
+
 def test_export_json(single_run, tmp_path):
     output, _ = single_run
     rows = {row["image"]: row for row in load_rows(output)}
