@@ -8,7 +8,15 @@ import shutil
 import pytest
 import torch
 from hub_server import LocalHub, run_with_hub
-from test_conversion import IMAGE_ID, NO_PLUGIN_PRELUDE, SENTINEL, expand, pixels, write_released_checkpoint
+from test_conversion import (
+    IMAGE_ID,
+    NO_PLUGIN_PRELUDE,
+    SENTINEL,
+    all_tensors,
+    expand,
+    pixels,
+    write_released_checkpoint,
+)
 
 from transformers_sharegpt4v import ShareGPT4VForCausalLM
 from transformers_sharegpt4v.conversion import convert_checkpoint
@@ -107,3 +115,41 @@ def test_push_refuses_incomplete_folders(checkpoint, tmp_path):
     (broken / "modeling_sharegpt4v.py").unlink()
     with pytest.raises(ValueError, match="lacks modeling_sharegpt4v.py"):
         push_checkpoint(broken, "test-user/x")
+
+
+def test_convert_resolves_hub_ids_for_the_checkpoint_and_its_vision_tower(spm_model_file, tmp_path):
+    """SRC and mm_vision_tower given as Hub ids are downloaded with huggingface_hub; the tower repo holds both
+    pickles and safetensors (like openai/clip-vit-large-patch14-336) and only the safetensors are fetched."""
+    from safetensors.torch import save_file
+
+    llm_dir, vit_dir = write_released_checkpoint(tmp_path / "src", spm_model_file)
+    tower = torch.load(vit_dir / "pytorch_model.bin", weights_only=True)
+    save_file({k: v.contiguous() for k, v in tower.items()}, vit_dir / "model.safetensors", metadata={"format": "pt"})
+    config = json.loads((llm_dir / "config.json").read_text())
+    config["mm_vision_tower"] = "test-user/ShareGPT4V-tiny_vit"
+    (llm_dir / "config.json").write_text(json.dumps(config))
+    (llm_dir / "README.md").write_text("---\nlicense: llama2\n---\n# ShareGPT4V tiny\n")
+    local = convert_checkpoint(llm_dir, tmp_path / "local", vision_tower=vit_dir)
+
+    with LocalHub(tmp_path / "hub") as hub:
+        run_with_hub(
+            hub,
+            "from huggingface_hub import HfApi\n"
+            "api = HfApi()\n"
+            f"for repo, folder in (('test-user/ShareGPT4V-tiny', {str(llm_dir)!r}), "
+            f"('test-user/ShareGPT4V-tiny_vit', {str(vit_dir)!r})):\n"
+            "    api.create_repo(repo)\n"
+            "    api.upload_folder(repo_id=repo, folder_path=folder)\n",
+            cwd=tmp_path,
+        )
+        started = len(hub.requests)
+        run_with_hub(hub, ["sharegpt4v", "convert", "test-user/ShareGPT4V-tiny", str(tmp_path / "out")], cwd=tmp_path)
+        fetched = [path for _, path, _ in hub.requests[started:] if "/resolve/" in path]
+        assert any("ShareGPT4V-tiny_vit/resolve/" in p and p.endswith("/model.safetensors") for p in fetched), fetched
+        assert not any("_vit/resolve/" in p and p.endswith(".bin") for p in fetched), fetched
+        assert not hub.stray_requests
+    out = tmp_path / "out"
+    expected, got = all_tensors(local), all_tensors(out)
+    assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
+    card = (out / "README.md").read_text()
+    assert "license: llama2" in card and "test-user/ShareGPT4V-tiny" in card

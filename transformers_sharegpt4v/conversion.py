@@ -128,14 +128,19 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, what: str = "checkpoint"
     name = str(name_or_path)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith((".", "/")):
         raise ValueError(f"{what} {name!r} is neither an existing folder nor a Hub repo id (owner/name).")
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
 
+    # Only what a conversion reads: no TF/Flax/ONNX weights, and no pickles when safetensors exist
+    # (openai/clip-vit-large-patch14-336 ships both).
+    ignore = ["*.msgpack", "*.h5", "*.ot", "*.onnx", "flax_*", "tf_*", "*.pt", "*.pth", "*.gguf"]
     try:
-        return Path(
-            snapshot_download(
-                name, ignore_patterns=["*.msgpack", "*.h5", "*.ot", "*.onnx", "flax_*", "tf_*", "*.pt", "*.pth"]
-            )
-        )
+        files = HfApi().list_repo_files(name)
+    except Exception:  # offline or unreachable: snapshot_download below says so (or uses the cache)
+        files = []
+    if any(f.endswith(".safetensors") for f in files):
+        ignore.append("*.bin")
+    try:
+        return Path(snapshot_download(name, ignore_patterns=ignore))
     except Exception as error:  # offline cache miss, unknown repo, network error: all mean "not available"
         offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
         hint = (
@@ -897,7 +902,9 @@ def convert_checkpoint(
         if vision_tower is not None:
             raise ValueError(f"--vision-tower applies to original checkpoints only; {folder} is a {kind} checkpoint.")
         plan = _plan_llava(folder, config)
-    plan.provenance.update(source=str(src), source_format=kind)
+    from .hub import read_license
+
+    plan.provenance.update(source=str(src), source_format=kind, license=read_license(folder))
 
     expected = expected_weights(plan.config)
     _check_keys(plan, expected)

@@ -84,8 +84,6 @@ def write_model_card(
     folder = Path(folder)
     provenance = dict(provenance or {})
     source = provenance.get("source")
-    if license is None and source and Path(str(source)).is_dir():
-        license = read_license(source)
     license = license or provenance.get("license") or "other"
     name = name or (repo_id.split("/")[-1] if repo_id else folder.name)
     repo_id = repo_id or f"<your-namespace>/{name}"
