@@ -225,6 +225,10 @@ def test_export_json(single_run, tmp_path):
                 {"from": "gpt", "value": rows[record["image"]]["caption"]},
             ],
         }
+    from transformers_sharegpt4v.corpora.records import check_record, parse_record
+
+    for record in records:  # valid training records for the corpora package
+        check_record(parse_record(record))
     written, left_out = export_to_json(output, path)
     kept = [r["image"] for r in json.loads(path.read_text())]
     assert kept == sorted(key for key, row in rows.items() if not row["degenerate"])

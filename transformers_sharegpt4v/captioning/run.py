@@ -72,7 +72,7 @@ class CaptionSummary:
         if self.exported is not None:
             text += f"; exported {self.exported} records to {self.extra.get('export_json')}"
             if self.extra.get("export_left_out"):
-                text += f" ({self.extra['export_left_out']} degenerate captions left out)"
+                text += f" ({self.extra['export_left_out']} degenerate or empty captions left out)"
         return text
 
 
@@ -338,11 +338,10 @@ def export_to_json(
 ) -> tuple[int, int]:
     """Write OUT's captions as a ShareGPT4V-PT JSON list to `path` (atomically).
 
-    Returns (records written, degenerate captions left out).
-
     Records `{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n" + prompt},
     {"from": "gpt", "value": caption}]}` sorted by image; `id` is the image key without its extension.
-    Degenerate captions are left out unless `include_degenerate`.
+    Degenerate captions are left out unless `include_degenerate`; empty captions always (a corpus record
+    needs an answer). Returns (records written, captions left out).
     """
     output, path = Path(output), Path(path)
     run_file = output / RUN_FILE
@@ -354,10 +353,11 @@ def export_to_json(
         raise ValueError(f"{output} has no committed caption shards in {output / 'data'}.")
     table = pa.concat_tables(pq.read_table(shard, columns=["image", "caption", "degenerate"]) for shard in shards)
     total = table.num_rows
+    keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table.column("caption"))), 0)
     if not include_degenerate:
-        table = table.filter(pc.invert(table.column("degenerate")))
-    table = table.sort_by("image")
-    human = json.dumps("<image>\n" + prompt)
+        keep = pc.and_(keep, pc.invert(table.column("degenerate")))
+    table = table.filter(keep).sort_by("image")
+    human = json.dumps("<image>\n" + prompt, ensure_ascii=False)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
@@ -368,8 +368,9 @@ def export_to_json(
             record_id = stem if extension.lower() in IMAGE_EXTENSIONS else image
             handle.write(
                 ("," if count else "")
-                + f'\n{{"id": {json.dumps(record_id)}, "image": {json.dumps(image)}, "conversations": '
-                + f'[{{"from": "human", "value": {human}}}, {{"from": "gpt", "value": {json.dumps(caption)}}}]}}'
+                + f'\n{{"id": {json.dumps(record_id, ensure_ascii=False)}, "image": {json.dumps(image, ensure_ascii=False)}, '
+                + f'"conversations": [{{"from": "human", "value": {human}}}, '
+                + f'{{"from": "gpt", "value": {json.dumps(caption, ensure_ascii=False)}}}]}}'
             )
             count += 1
         handle.write("\n]\n")
