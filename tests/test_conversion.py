@@ -737,3 +737,29 @@ def test_vision_tower_saved_inside_the_llm_checkpoint_is_used(released, tmp_path
     got = all_tensors(convert_checkpoint(src, tmp_path / "out"))
     for key, value in tower.items():
         assert torch.equal(got["model.vision_tower." + key[len("vision_model.") :]], value + 1.0), key
+
+
+def test_converted_processor_feeds_the_ids_the_original_code_fed(converted_original, spm_model_file):
+    """The converted tokenizer + processor give the original ids for a vicuna_v1 prompt: split on <image>, each
+    piece SentencePiece-encoded on its own (BOS on the first only), 576 image tokens where the sentinel was."""
+    import sentencepiece as spm
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    system = (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user's questions."
+    )
+    prompt = f"{system} USER: <image>\nWhat is in the image? ASSISTANT:"
+    sp = spm.SentencePieceProcessor(model_file=str(spm_model_file))
+    before, after = prompt.split("<image>")
+    expected = [1] + sp.encode(before) + [IMAGE_ID] * N_IMAGE + sp.encode(after)
+    processor = AutoProcessor.from_pretrained(converted_original)
+    image = Image.new("RGB", (500, 300), (200, 30, 40))
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    assert inputs["input_ids"][0].tolist() == expected
+    assert inputs["pixel_values"].shape == (1, 3, 336, 336)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the image?"}]}]
+    assert processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False).endswith(
+        "USER: <image>\nWhat is in the image? ASSISTANT:"
+    )
