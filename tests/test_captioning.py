@@ -460,3 +460,32 @@ def test_two_cpu_processes_union_equals_one_process(single_run, captioner_dir, i
     assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1]
     key = lambda row: row["image"]  # noqa: E731
     assert sorted(load_rows(output), key=key) == sorted(load_rows(single_run[0]), key=key)
+
+
+def test_hub_dataset_source_through_a_local_hub(captioner_dir, image_dir, tmp_path, single_run):
+    """`--images user/name`: a Hub dataset with an image column (served by tests/hub_server.py)."""
+    import textwrap
+
+    from hub_server import LocalHub, run_with_hub
+
+    names = GOOD[:2] + ["broken.png"]
+    output = tmp_path / "out"
+    code = textwrap.dedent(
+        f"""
+        import datasets
+        from transformers_sharegpt4v.cli import main
+        paths = {[str(image_dir / n) for n in names]!r}
+        rows = datasets.Dataset.from_dict({{"id": {names!r}, "picture": paths}})
+        rows.cast_column("picture", datasets.Image()).push_to_hub("test-user/pictures")
+        raise SystemExit(main(["caption", "--model", {str(captioner_dir)!r}, "--images", "test-user/pictures",
+                               "--output", {str(output)!r}, "--max-new-tokens", "{MAX_NEW}", "--num-workers", "0",
+                               "--no-progress"]))
+        """
+    )
+    with LocalHub(tmp_path / "hub") as hub:
+        result = run_with_hub(hub, code, cwd=tmp_path, env={"OMP_NUM_THREADS": "1"})
+    assert "2 done, 0 skipped as already done, 1 failed" in result.stdout
+    by_folder = {row["image"]: row["caption"] for row in load_rows(single_run[0])}
+    assert {row["image"]: row["caption"] for row in load_rows(output)} == {n: by_folder[n] for n in GOOD[:2]}
+    errors = [json.loads(line) for line in (output / "errors.jsonl").read_text().splitlines()]
+    assert [(e["image"], e["source"]) for e in errors] == [("broken.png", "test-user/pictures")]
