@@ -351,6 +351,18 @@ def test_dataset_card_counts_sources_and_lengths(built):
     assert "| `duplicate_id` | 1 |" in card
 
 
+def test_cut_off_file_keeps_what_was_read_and_says_so(tmp_path):
+    (tmp_path / "root").mkdir()
+    corpus = tmp_path / "cut.json"
+    text = json.dumps([{"id": str(i), "conversations": _turns("q", f"answer {i}")} for i in range(5)])
+    corpus.write_text(text[: text.index('{"id": "4"')] + '{"id": "4", "conv')  # the download stopped here
+    result = build_corpus(corpus, tmp_path / "root", tmp_path / "out", num_workers=0, progress=False)
+    assert result.records_written == 4
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [(e["id"], e["index"]) for e in report["skipped"]["malformed_json"]] == [("4", 4)]
+    assert "ends inside this record" in report["skipped"]["malformed_json"][0]["detail"]
+
+
 def test_output_folder_is_not_overwritten_by_accident(built):
     folder, root, corpus, _ = built
     with pytest.raises(ValueError, match="--overwrite"):

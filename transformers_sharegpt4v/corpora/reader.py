@@ -148,7 +148,7 @@ class JSONListReader:
             try:
                 record, end = _DECODER.raw_decode(self._buffer, start)
             except json.JSONDecodeError as error:
-                message = f"{error.msg} at character {error.pos - start} of the record"
+                message = f"{error.msg} (character {error.pos - start} of the record)"
             else:
                 self._pos = end
                 start -= self._skip_whitespace(start)
@@ -180,7 +180,11 @@ class JSONListReader:
                 return MalformedRecord(message, _recover_id(head), head)
             if self._eof:
                 self._pos = len(self._buffer)
-                return MalformedRecord(f"{message} (no end found before the end of the file)", _recover_id(head), head)
+                return MalformedRecord(
+                    f"{message}; the file ends inside this record (or its brackets never close)",
+                    _recover_id(head),
+                    head,
+                )
             keep = max(len(self._buffer) - 200, search_from)  # a boundary may straddle two chunks
             self._pos = keep
             self._refill(keep)

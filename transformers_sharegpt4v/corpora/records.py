@@ -39,7 +39,7 @@ SKIP_REASONS: dict[str, str] = {
     "malformed_json": "the list element is not valid JSON",
     "malformed_record": "not an object with a string/int `id`, an optional `image` (path or list of paths) "
     "and `conversations` as a list of {from, value} objects with string values",
-    "duplicate_id": "an earlier record has the same id (the first one is kept)",
+    "duplicate_id": "an earlier record has the same id (only the first record of an id is considered)",
     "missing_turns": "`conversations` is missing or empty, or a human turn has neither text nor image",
     "first_turn_not_human": "the first turn is not from `human`",
     "roles_not_alternating": "turns do not alternate human, gpt, human, gpt, ... (or use another role)",
