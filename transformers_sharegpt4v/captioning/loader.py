@@ -84,13 +84,15 @@ def _list_text_file(path: Path) -> tuple[list[str], list[str], int]:
     return keys, [str(path.parent / key) for key in keys], duplicates
 
 
-def _is_dataset_folder(path: Path) -> bool:
-    """A `save_to_disk` folder, or a folder whose data files are parquet/arrow (not an image folder)."""
+def _is_dataset_folder(path: Path, exclude: Path | None = None) -> bool:
+    """A `save_to_disk` folder, or a folder whose data files are parquet/arrow (not an image folder).
+    Files under `exclude` (the caption output, if it lies inside the folder) do not count."""
     if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
         return True
     for pattern in ("*", "*/*"):
-        if any(file.suffix in _DATA_FILE_EXTENSIONS for file in path.glob(pattern)):
-            return True
+        for file in path.glob(pattern):
+            if file.suffix in _DATA_FILE_EXTENSIONS and (exclude is None or exclude not in file.resolve().parents):
+                return True
     return False
 
 
@@ -147,11 +149,12 @@ def list_source(
     """
     spec = os.fspath(source)
     path = Path(spec)
+    exclude = Path(exclude).resolve() if exclude is not None else None
     if path.is_file():
         keys, locators, duplicates = _list_text_file(path)
         return ImageSource("list", spec, keys, locators, duplicates=duplicates)
-    if path.is_dir() and not _is_dataset_folder(path):
-        keys, locators = _list_folder(path, Path(exclude).resolve() if exclude is not None else None)
+    if path.is_dir() and not _is_dataset_folder(path, exclude):
+        keys, locators = _list_folder(path, exclude)
         return ImageSource("folder", spec, keys, locators)
     if not path.exists() and (spec.startswith((".", "/")) or spec.count("/") > 1):
         raise ValueError(
