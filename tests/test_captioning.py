@@ -333,6 +333,7 @@ def test_retry_degenerate_new_and_committed_rows(captioner_dir, image_dir, tmp_p
     retried = sorted(row["image"] for row in rows if row["retried"])
     assert retried == flagged and second.retried == len(flagged) and second.degenerate == len(flagged)
     settings = GenerationSettings(max_new_tokens=MAX_NEW).for_retry(1.2, 6)
+    assert json.loads((output / "run.json").read_text())["retry_generation"] == settings.to_dict()
     expected = reference_captions(captioner_dir, image_dir, retried, settings)
     for row in rows:
         if row["retried"]:

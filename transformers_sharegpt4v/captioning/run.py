@@ -4,7 +4,7 @@ Multi-process (`accelerate launch --num_processes N`): every process lists the s
 order, keeps the positions i with i % N == rank (after `limit`), and only then drops the images already in
 OUT. Sharing before filtering makes the shares disjoint and independent of timing (a process that starts
 late and sees more finished rows still takes exactly its own positions), and their union is the corpus one
-process makes. Each process writes its own shards (`r{rank}-*.parquet`), so no two processes ever write the
+process makes. Each process writes its own shards (`data/train-r{rank}-*.parquet`), so no two processes ever write the
 same file; errors.jsonl is appended to with O_APPEND, one whole line per write.
 """
 
@@ -36,6 +36,7 @@ from .writer import (
     check_run_config,
     list_shards,
     read_done_keys,
+    record_retry_settings,
     rewrite_shard,
 )
 
@@ -259,6 +260,8 @@ def caption_images(
         raise ValueError(f"--output {output} exists and is not a folder.")
     output.mkdir(parents=True, exist_ok=True)
     check_run_config(output, config, is_main=state.is_main_process)
+    if retry is not None and state.is_main_process:
+        record_retry_settings(output, retry.to_dict())
 
     with state.main_process_first():  # a Hub dataset is downloaded once
         source = list_source(images, split=split, image_column=image_column, id_column=id_column, exclude=output)
@@ -300,7 +303,7 @@ def caption_images(
             summary.done += len(batch.keys)
             summary.tokens += sum(result["num_tokens"])
         bar.update(len(batch.keys) + len(batch.failed_keys))
-        bar.set_postfix(failed=summary.failed, degenerate=summary.degenerate, refresh=False)
+        bar.set_postfix(failed=summary.failed, degenerate=captioner.found, refresh=False)
     bar.close()
 
     if retry is not None:

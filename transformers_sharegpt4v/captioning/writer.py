@@ -35,6 +35,7 @@ __all__ = [
     "append_errors",
     "check_run_config",
     "list_shards",
+    "record_retry_settings",
     "read_done_keys",
     "rewrite_shard",
 ]
@@ -118,6 +119,16 @@ def check_run_config(output: str | os.PathLike, config: dict[str, Any], is_main:
         _fsync_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
         if not (output / "README.md").exists():
             _fsync_write(output / "README.md", CARD)
+
+
+def record_retry_settings(output: str | os.PathLike, settings: dict[str, Any]) -> None:
+    """Add the generation settings of `--retry-degenerate` to run.json the first time they are used
+    (rows regenerated with them have `retried=True`)."""
+    path = Path(output) / RUN_FILE
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if "retry_generation" not in config:
+        config["retry_generation"] = settings
+        _fsync_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def list_shards(output: str | os.PathLike) -> list[Path]:
