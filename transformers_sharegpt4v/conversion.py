@@ -45,7 +45,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from huggingface_hub import HfApi, snapshot_download
+from safetensors import safe_open
 from tqdm.auto import tqdm
+from transformers import (
+    AddedToken,
+    AutoProcessor,
+    AutoTokenizer,
+    CLIPVisionConfig,
+    GenerationConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaImageProcessor,
+    LlavaProcessor,
+)
+from transformers.utils.hub import convert_file_size_to_int
+
+from .configuration_sharegpt4v import ShareGPT4VConfig
+from .hub import read_license, write_model_card
+from .image_processing_sharegpt4v import ShareGPT4VImageProcessor
+from .modeling_sharegpt4v import ShareGPT4VForCausalLM
+from .processing_sharegpt4v import ShareGPT4VProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -128,7 +148,6 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, what: str = "checkpoint"
     name = str(name_or_path)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith((".", "/")):
         raise ValueError(f"{what} {name!r} is neither an existing folder nor a Hub repo id (owner/name).")
-    from huggingface_hub import HfApi, snapshot_download
 
     # Only what a conversion reads: no TF/Flax/ONNX weights, and no pickles when safetensors exist
     # (openai/clip-vit-large-patch14-336 ships both).
@@ -200,8 +219,6 @@ def list_weight_files(folder: Path) -> dict[str, list[str]]:
                     raise ValueError(f"{index} lists {file_name}, which is missing from {folder}.")
             return files
     if (folder / "model.safetensors").is_file():
-        from safetensors import safe_open
-
         with safe_open(folder / "model.safetensors", framework="pt") as handle:
             return {"model.safetensors": list(handle.keys())}
     if (folder / "pytorch_model.bin").is_file():
@@ -233,8 +250,6 @@ def open_weight_file(path: Path) -> Iterator[Any]:
     only the tensors actually read become resident.
     """
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
         with safe_open(path, framework="pt") as handle:
             yield _SafetensorsShard(handle)
         return
@@ -388,8 +403,6 @@ def vision_config_from_folder(folder: Path) -> dict[str, Any]:
             f"{folder}/config.json: model_type {config.get('model_type')!r} is not a CLIP vision tower "
             "('clip_vision_model' or 'clip')."
         )
-    from transformers import CLIPVisionConfig
-
     return CLIPVisionConfig(
         **{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")}
     ).to_dict()
@@ -401,8 +414,6 @@ def text_config_from_original(config: dict[str, Any], vocab_size: int, pad_token
     if fields.get("rope_scaling") is None:
         fields.pop("rope_scaling", None)  # transformers 4.31 wrote null; LlamaConfig now wants rope_parameters
     fields.update(model_type="llama", vocab_size=vocab_size, pad_token_id=pad_token_id)
-    from transformers import LlamaConfig
-
     return LlamaConfig(**{k: v for k, v in fields.items() if k != "model_type"}).to_dict()
 
 
@@ -441,10 +452,8 @@ def check_original_config(config: dict[str, Any], vision: dict[str, Any], folder
         raise ValueError(f"{where}: mm_vision_select_layer {layer} is out of range for a {layers}-layer vision tower.")
 
 
-def plugin_config_from_llava(config: dict[str, Any], folder: Path) -> Any:
+def plugin_config_from_llava(config: dict[str, Any], folder: Path) -> ShareGPT4VConfig:
     """ShareGPT4VConfig from a llava-hf (or plugin) config dict."""
-    from .configuration_sharegpt4v import ShareGPT4VConfig
-
     layer = config.get("vision_feature_layer", -2)
     if not isinstance(layer, int):
         raise ValueError(
@@ -467,10 +476,8 @@ def plugin_config_from_llava(config: dict[str, Any], folder: Path) -> Any:
     )
 
 
-def llava_config_from_plugin(config: Any) -> Any:
+def llava_config_from_plugin(config: ShareGPT4VConfig) -> LlavaConfig:
     """transformers' LlavaConfig with the same architecture as a ShareGPT4VConfig."""
-    from transformers import LlavaConfig
-
     llava = LlavaConfig(
         vision_config=config.vision_config.to_dict(),
         text_config=config.text_config.to_dict(),
@@ -487,10 +494,8 @@ def llava_config_from_plugin(config: Any) -> Any:
     return llava
 
 
-def expected_weights(config: Any) -> dict[str, tuple[int, ...]]:
+def expected_weights(config: ShareGPT4VConfig) -> dict[str, tuple[int, ...]]:
     """{plugin key: shape} of a model with this config (built on the meta device: no memory, no init)."""
-    from .modeling_sharegpt4v import ShareGPT4VForCausalLM
-
     with torch.device("meta"):
         model = ShareGPT4VForCausalLM(config)
     return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
@@ -512,7 +517,7 @@ class _Source:
 
 @dataclass
 class _Plan:
-    config: Any  # ShareGPT4VConfig
+    config: ShareGPT4VConfig
     sources: list[_Source]
     new_vocab_rows: int = 0  # rows appended to embed_tokens / lm_head (mean-initialised)
     tokenizer: Any = None
@@ -558,8 +563,6 @@ def _read_preprocessor(folder: Path) -> dict[str, Any]:
 
 
 def _generation_config(folder: Path, tokenizer: Any) -> Any:
-    from transformers import GenerationConfig
-
     if (folder / "generation_config.json").is_file():
         generation = GenerationConfig.from_pretrained(folder)
     else:
@@ -569,18 +572,12 @@ def _generation_config(folder: Path, tokenizer: Any) -> Any:
 
 
 def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | None) -> _Plan:
-    from transformers import AutoTokenizer
-
-    from .configuration_sharegpt4v import ShareGPT4VConfig
-
     vit_name = vision_tower or config.get("mm_vision_tower")
     if not vit_name:
         raise ValueError(f"{folder}/config.json has no mm_vision_tower; pass the vision tower with --vision-tower.")
     vit_folder = resolve_checkpoint(vit_name, "vision tower")
     vision = vision_config_from_folder(vit_folder)
     check_original_config(config, vision, folder, vit_folder)
-
-    from transformers import LlamaConfig
 
     # `config=`: the LLaMA tokenizer without transformers parsing the share4v config.json (and warning about it).
     tokenizer = AutoTokenizer.from_pretrained(folder, config=LlamaConfig())
@@ -594,8 +591,6 @@ def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | Non
         raise ValueError(
             f"{folder}: the tokenizer already has {IMAGE_TOKEN}; this is not a released original checkpoint."
         )
-    from transformers import AddedToken
-
     tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
     tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
@@ -636,8 +631,6 @@ def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | Non
 
 
 def _plan_llava(folder: Path, config: dict[str, Any]) -> _Plan:
-    from transformers import AutoTokenizer
-
     plugin_config = plugin_config_from_llava(config, folder)
     plugin_config.image_aspect_ratio = config.get("image_aspect_ratio", "pad")
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -652,7 +645,6 @@ def _plan_llava(folder: Path, config: dict[str, Any]) -> _Plan:
     chat_template = None
     if config.get("model_type") == "sharegpt4v":
         # A plugin checkpoint keeps its own settings (e.g. do_pad=False after stage 1) and chat templates.
-        from transformers import AutoProcessor
 
         image_kwargs.setdefault("do_pad", True)
         chat_template = AutoProcessor.from_pretrained(folder).chat_template
@@ -831,7 +823,6 @@ def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
     kwargs = dict(plan.image_processor_kwargs)
     if to == "llava-hf":
         chat_template = plan.chat_template if isinstance(plan.chat_template, str) else _default_chat_template()
-        from transformers import LlavaImageProcessor, LlavaProcessor
 
         image_processor = LlavaImageProcessor(**kwargs)
         processor = LlavaProcessor(
@@ -844,9 +835,6 @@ def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
             chat_template=chat_template,
         )
     else:
-        from .image_processing_sharegpt4v import ShareGPT4VImageProcessor
-        from .processing_sharegpt4v import ShareGPT4VProcessor
-
         image_processor = ShareGPT4VImageProcessor(**kwargs)
         processor = ShareGPT4VProcessor.from_model_config(
             plan.config, plan.tokenizer, image_processor=image_processor, chat_template=plan.chat_template
@@ -887,8 +875,6 @@ def convert_checkpoint(
     if to not in ("sharegpt4v", "llava-hf"):
         raise ValueError(f"to={to!r}: choose 'sharegpt4v' or 'llava-hf'.")
     if isinstance(max_shard_size, str):
-        from transformers.utils.hub import convert_file_size_to_int
-
         max_shard_size = convert_file_size_to_int(max_shard_size)
     dst = Path(dst).expanduser()
     if dst.exists() and any(dst.iterdir()) and not overwrite:
@@ -902,7 +888,6 @@ def convert_checkpoint(
         if vision_tower is not None:
             raise ValueError(f"--vision-tower applies to original checkpoints only; {folder} is a {kind} checkpoint.")
         plan = _plan_llava(folder, config)
-    from .hub import read_license
 
     plan.provenance.update(source=str(src), source_format=kind, license=read_license(folder))
 
@@ -930,7 +915,6 @@ def convert_checkpoint(
                     shutil.copy2(package / name, work / name)
         plan.generation_config.save_pretrained(work)
         _save_processor(plan, work, to)
-        from .hub import write_model_card
 
         provenance = dict(plan.provenance, new_vocab_rows=plan.new_vocab_rows)
         write_model_card(work, to=to, provenance=provenance, config=out_config, name=dst.name)
