@@ -56,8 +56,6 @@ from transformers import (
     GenerationConfig,
     LlamaConfig,
     LlavaConfig,
-    LlavaImageProcessor,
-    LlavaProcessor,
 )
 from transformers.utils.hub import convert_file_size_to_int
 
@@ -822,6 +820,9 @@ def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
     LlavaImageProcessor(do_pad=True) and the vicuna_v1 template, which serving engines apply as is."""
     kwargs = dict(plan.image_processor_kwargs)
     if to == "llava-hf":
+        # Imported here: without torchvision, importing LlavaImageProcessor logs a fallback warning.
+        from transformers import LlavaImageProcessor, LlavaProcessor
+
         chat_template = plan.chat_template if isinstance(plan.chat_template, str) else _default_chat_template()
 
         image_processor = LlavaImageProcessor(**kwargs)
