@@ -47,18 +47,26 @@ def smooth_image(width: int, height: int) -> PIL.Image.Image:
     return PIL.Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
 
-def median_ms(functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Interleaved timing (so both see the same machine load); median milliseconds per call."""
+def median_ms(
+    functions: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Interleaved timing (so both see the same machine load): median wall-clock and median CPU (this
+    thread) milliseconds per call. On a shared machine the CPU time is the steadier of the two."""
     for function in functions.values():
         for _ in range(warmup):
             function()
-    times = {name: [] for name in functions}
+    wall = {name: [] for name in functions}
+    cpu = {name: [] for name in functions}
     for _ in range(repeats):
         for name, function in functions.items():
-            start = time.perf_counter()
+            start_wall, start_cpu = time.perf_counter(), time.thread_time()
             function()
-            times[name].append(time.perf_counter() - start)
-    return {name: 1000 * statistics.median(values) for name, values in times.items()}
+            cpu[name].append(time.thread_time() - start_cpu)
+            wall[name].append(time.perf_counter() - start_wall)
+    return (
+        {name: 1000 * statistics.median(values) for name, values in wall.items()},
+        {name: 1000 * statistics.median(values) for name, values in cpu.items()},
+    )
 
 
 def main() -> int:
@@ -74,7 +82,7 @@ def main() -> int:
     for width, height in [(2000, 300), (1500, 2250), (1024, 768)]:
         images[f"synthetic {width}x{height}"] = smooth_image(width, height)
 
-    totals = {"ours": 0.0, "peer": 0.0}
+    rows = []  # (wall ms ours, wall ms peer, cpu ms ours, cpu ms peer)
     worst_reference = worst_peer = 0.0
     for name, image in images.items():
         ours_pixels = ours(image, return_tensors="np")["pixel_values"][0]
@@ -82,41 +90,46 @@ def main() -> int:
         diff_reference = float(np.abs(ours_pixels - reference(image)).max())
         diff_peer = float(np.abs(ours_pixels - peer_pixels).max())
         worst_reference, worst_peer = max(worst_reference, diff_reference), max(worst_peer, diff_peer)
-        ms = median_ms(
+        wall, cpu = median_ms(
             {
                 "ours": lambda image=image: ours(image, return_tensors="pt"),
                 "peer": lambda image=image: peer(image, return_tensors="pt"),
             },
             args.repeats,
         )
-        totals["ours"] += ms["ours"]
-        totals["peer"] += ms["peer"]
+        rows.append((wall["ours"], wall["peer"], cpu["ours"], cpu["peer"]))
         print(
-            f"  {name:32s} {image.size[0]:>4d}x{image.size[1]:<4d} sharegpt4v {ms['ours']:6.2f} ms | "
-            f"llava-pil {ms['peer']:6.2f} ms | {ms['peer'] / ms['ours']:4.2f}x | "
+            f"  {name:29s} {image.size[0]:>4d}x{image.size[1]:<4d} wall: sharegpt4v {wall['ours']:6.2f} ms | "
+            f"llava-pil {wall['peer']:6.2f} ms | {wall['peer'] / wall['ours']:4.2f}x   "
+            f"cpu: {cpu['ours']:6.2f} | {cpu['peer']:6.2f} ms | {cpu['peer'] / cpu['ours']:4.2f}x   "
             f"max|diff| ref {diff_reference:.1e}, peer {diff_peer:.1e}"
         )
-    count = len(images)
-    print(
-        f"decoded RGB images ({count}): sharegpt4v: {totals['ours'] / count:.2f} ms/img | "
-        f"llava-pil: {totals['peer'] / count:.2f} ms/img | speedup: {totals['peer'] / totals['ours']:.2f}x | "
-        f"max|diff| vs reference: {worst_reference:.1e} (vs llava-pil: {worst_peer:.1e})"
-    )
+    count = len(rows)
+    columns = [sum(row[i] for row in rows) / count for i in range(4)]
+    for label, (mine, theirs) in (("wall", columns[:2]), ("cpu", columns[2:])):
+        ratios = sorted((row[1] / row[0]) if label == "wall" else (row[3] / row[2]) for row in rows)
+        print(
+            f"{label:4s} ({count} decoded RGB images): sharegpt4v: {mine:.2f} ms/img | llava-pil: {theirs:.2f} ms/img | "
+            f"speedup: {theirs / mine:.2f}x (per image: min {ratios[0]:.2f}x, median "
+            f"{statistics.median(ratios):.2f}x) | max|diff| vs reference: {worst_reference:.1e} "
+            f"(vs llava-pil: {worst_peer:.1e})"
+        )
 
-    file_ms = {"ours": 0.0, "peer": 0.0}
+    file_rows = []
     for path in paths:
-        ms = median_ms(
+        wall, cpu = median_ms(
             {
                 "ours": lambda path=path: ours(str(path), return_tensors="pt"),
                 "peer": lambda path=path: peer(str(path), return_tensors="pt"),
             },
             args.repeats,
         )
-        file_ms["ours"] += ms["ours"]
-        file_ms["peer"] += ms["peer"]
+        file_rows.append((wall["ours"], wall["peer"], cpu["ours"], cpu["peer"]))
+    mine, theirs, mine_cpu, theirs_cpu = (sum(row[i] for row in file_rows) / len(file_rows) for i in range(4))
     print(
-        f"from JPEG paths, decoding included ({len(paths)}): sharegpt4v: {file_ms['ours'] / len(paths):.2f} ms/img | "
-        f"llava-pil: {file_ms['peer'] / len(paths):.2f} ms/img | speedup: {file_ms['peer'] / file_ms['ours']:.2f}x"
+        f"from JPEG paths, decoding included ({len(paths)}): wall: sharegpt4v: {mine:.2f} ms/img | llava-pil: "
+        f"{theirs:.2f} ms/img | speedup: {theirs / mine:.2f}x   cpu: {mine_cpu:.2f} | {theirs_cpu:.2f} ms/img | "
+        f"{theirs_cpu / mine_cpu:.2f}x"
     )
     return 0
 

@@ -133,7 +133,20 @@ def test_odd_inputs_match_reference(name, do_pad):
 
 
 @pytest.mark.parametrize(
-    "width, height", [(3, 1), (7, 3), (337, 5), (400, 399), (1001, 250), (50, 400), (336, 200), (200, 336)]
+    "width, height",
+    [
+        (3, 1),
+        (7, 3),
+        (337, 5),
+        (400, 399),
+        (1001, 250),
+        (336, 200),
+        (1, 7),
+        (3, 400),
+        (50, 400),
+        (200, 336),
+        (335, 336),
+    ],
 )
 def test_padded_sizes_match_reference(processor, width, height):
     """Wide images take the two-pass resize path (padding rows added after the horizontal pass)."""
@@ -148,7 +161,7 @@ def test_wide_image_shortcut_is_guarded(monkeypatch):
     the whole canvas) is used, still matching the reference."""
     from transformers_sharegpt4v import image_processing_sharegpt4v as module
 
-    assert module._can_pad_rows_mid_resize(PIL.Image.Resampling.BICUBIC) is True
+    assert module._can_resize_padded_wide(PIL.Image.Resampling.BICUBIC) is True
     original_resize = PIL.Image.Image.resize
 
     def vertical_first_resize(self, size, resample=None, **kwargs):
@@ -157,16 +170,25 @@ def test_wide_image_shortcut_is_guarded(monkeypatch):
         return resized.transpose(PIL.Image.Transpose.TRANSPOSE)
 
     monkeypatch.setattr(PIL.Image.Image, "resize", vertical_first_resize)
-    module._can_pad_rows_mid_resize.cache_clear()
+    module._can_resize_padded_wide.cache_clear()
     try:
-        assert module._can_pad_rows_mid_resize(PIL.Image.Resampling.BICUBIC) is False
+        assert module._can_resize_padded_wide(PIL.Image.Resampling.BICUBIC) is False
         image = PIL.Image.fromarray(random_pixels(150, 500, 3, seed=19))
         ours = ShareGPT4VImageProcessor()(image, return_tensors="np")["pixel_values"][0]
         canvas = vertical_first_resize(expand2square(image, (122, 116, 104)), (336, 336), PIL.Image.BICUBIC)
         expected = (np.asarray(canvas, dtype=np.float64) / 255 - CLIP_MEAN) / CLIP_STD
         assert np.abs(ours - expected.transpose(2, 0, 1)).max() < TOLERANCE
     finally:
-        module._can_pad_rows_mid_resize.cache_clear()
+        module._can_resize_padded_wide.cache_clear()
+
+
+def test_random_padded_sizes_match_reference(processor):
+    """40 random sizes, wide (padding rows added after the horizontal pass) and tall, down- and upscaling."""
+    rng = np.random.default_rng(20)
+    for width, height in rng.integers(1, 720, (40, 2)):
+        image = PIL.Image.fromarray(random_pixels(int(height), int(width), 3, seed=int(width * 1000 + height)))
+        ours = processor(image, return_tensors="np")["pixel_values"][0]
+        assert np.abs(ours - reference_pixel_values(image, do_pad=True)).max() < TOLERANCE, (width, height)
 
 
 @pytest.mark.parametrize("resample", [PIL.Image.NEAREST, PIL.Image.BILINEAR, PIL.Image.LANCZOS])
@@ -336,11 +358,10 @@ def test_corrupt_and_missing_files(processor, tmp_path):
 
 def test_normalization_constants_match_float64():
     scale, offset = ShareGPT4VImageProcessor.normalization_constants(True, 1 / 255, True, CLIP_MEAN, CLIP_STD)
-    values = np.arange(256, dtype=np.uint8)[None, None, :]
-    fused = values * scale - offset
+    fused = np.arange(256, dtype=np.uint8)[None, :] * scale[:, None] - offset[:, None]
     exact = (np.arange(256)[None, :] / 255.0 - np.array(CLIP_MEAN)[:, None]) / np.array(CLIP_STD)[:, None]
     assert fused.dtype == np.float32
-    assert np.abs(fused[:, 0, :] - exact).max() < 1e-6
+    assert np.abs(fused - exact).max() < 1e-6
 
 
 def test_normalization_table_is_bit_identical_to_the_output(processor):

@@ -15,9 +15,9 @@ transformers 4.31's `CLIPImageProcessor`):
 
 Here steps 1-4 stay in PIL on uint8: a padded image is already square, so it is resized straight to
 336x336 and the crop is a no-op; a wide image's padding rows are added after PIL's horizontal pass (which
-cannot change them), so that pass only runs over the image rows. Step 5 is one fused multiply-subtract,
-x * (rescale_factor / std) - mean / std with float32 constants, written into one preallocated batch buffer
-(within 3e-7 of the float64 result).
+cannot change them), so that pass only runs over the image rows. Step 5 reads the R, G and B planes
+straight out of PIL and applies one fused multiply-subtract per plane, x * (rescale_factor / std) -
+mean / std with float32 constants, into one preallocated batch buffer (within 3e-7 of the float64 result).
 """
 
 import functools
@@ -47,7 +47,7 @@ class CorruptImageError(ValueError):
     """An image file could not be decoded completely (corrupt, truncated or not an image)."""
 
 
-# PIL filters resized by two separable convolution passes (horizontal, then vertical).
+# PIL filters that resize by two separable convolution passes (horizontal, then vertical).
 _TWO_PASS_FILTERS = {
     PIL.Image.Resampling.BOX,
     PIL.Image.Resampling.BILINEAR,
@@ -57,9 +57,35 @@ _TWO_PASS_FILTERS = {
 }
 
 
+def _pad(image: PIL.Image.Image, side: int, colour: tuple[int, ...]) -> PIL.Image.Image:
+    """LLaVA's expand2square: the image pasted at ((S-W)//2, (S-H)//2) on an SxS canvas of `colour`."""
+    width, height = image.size
+    canvas = PIL.Image.new("RGB", (side, side), colour)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def _resize_padded_wide(
+    image: PIL.Image.Image, size: tuple[int, int], resample: PIL.Image.Resampling, colour: tuple[int, ...]
+) -> PIL.Image.Image:
+    """`_pad(image, W, colour).resize(size, resample)` for a wide image (W > H), bit for bit, with less work.
+
+    PIL resizes in two passes, horizontal then vertical, rounding to uint8 in between; the horizontal pass
+    treats rows independently with coefficients that depend only on the widths, and maps a constant row to
+    the same constant. So the padding rows can skip it: they are added to its output, before the vertical
+    pass. (For a tall image the padding is in every row, so there is nothing to skip.)
+    """
+    width, height = image.size
+    new_width, new_height = size
+    rows = image.resize((new_width, height), resample=resample) if new_width != width else image
+    canvas = PIL.Image.new("RGB", (new_width, width), colour)
+    canvas.paste(rows, (0, (width - height) // 2))
+    return canvas.resize((new_width, new_height), resample=resample) if new_height != width else canvas
+
+
 @functools.cache
-def _can_pad_rows_mid_resize(resample: PIL.Image.Resampling) -> bool:
-    """Whether this PIL build resizes a padded wide image the way `transform`'s shortcut assumes.
+def _can_resize_padded_wide(resample: PIL.Image.Resampling) -> bool:
+    """Whether `_resize_padded_wide` equals resizing the padded canvas with this filter on this PIL build.
 
     Checked once per filter on small random images (a few ms), so that a PIL that changed its pass order or
     rounding (another version, a fork) falls back to resizing the whole padded canvas instead of being wrong.
@@ -67,15 +93,11 @@ def _can_pad_rows_mid_resize(resample: PIL.Image.Resampling) -> bool:
     if resample not in _TWO_PASS_FILTERS:
         return False
     rng = np.random.default_rng(0)
+    colour = (122, 116, 104)
     for width, height, target in [(97, 41, 23), (301, 120, 64), (50, 7, 80)]:
         image = PIL.Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
-        colour = (122, 116, 104)
-        canvas = PIL.Image.new("RGB", (width, width), colour)
-        canvas.paste(image, (0, (width - height) // 2))
-        expected = canvas.resize((target, target), resample=resample)
-        rows = PIL.Image.new("RGB", (target, width), colour)
-        rows.paste(image.resize((target, height), resample=resample), (0, (width - height) // 2))
-        if rows.resize((target, target), resample=resample).tobytes() != expected.tobytes():
+        expected = _pad(image, width, colour).resize((target, target), resample=resample)
+        if _resize_padded_wide(image, (target, target), resample, colour).tobytes() != expected.tobytes():
             return False
     return True
 
@@ -286,41 +308,25 @@ class ShareGPT4VImageProcessor(PilBackend):
         """Pad to square, resize and centre crop one RGB image, all in PIL on uint8."""
         resample = PIL.Image.Resampling(int(resample))
         width, height = image.size
-        # Landscape with a convolution filter: the constant rows above and below are added mid-resize (below).
-        pad_rows = do_pad and width > height and _can_pad_rows_mid_resize(resample)
-        if do_pad and width != height and not pad_rows:  # otherwise pad now, as the original did
-            side = max(width, height)
-            canvas = PIL.Image.new("RGB", (side, side), background_color)
-            canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-            image, width, height = canvas, side, side
-        side = width  # canvas height once the rows are added
+        padded = do_pad and width != height
+        if padded and not (width > height and do_resize and _can_resize_padded_wide(resample)):
+            image = _pad(image, max(width, height), background_color)  # exactly as the original did
+            width = height = max(width, height)
+            padded = False
         if do_resize:
             shortest, new_height, new_width = _size_of(size, "size")
             if shortest is not None:  # CLIP's rule: short side -> shortest, long side scaled and truncated
-                short, long = (width, side) if pad_rows else (min(width, height), max(width, height))
-                new_short, new_long = shortest, int(shortest * long / short)
-                if pad_rows:
-                    new_width = new_height = new_short
+                if padded:  # the padded canvas is square
+                    new_width = new_height = shortest
                 else:
+                    short, long = min(width, height), max(width, height)
+                    new_short, new_long = shortest, int(shortest * long / short)
                     new_width, new_height = (new_short, new_long) if width <= height else (new_long, new_short)
-            if pad_rows:
-                # PIL resizes in two passes, horizontal then vertical, rounding to uint8 in between, and the
-                # horizontal pass maps a constant row to the same constant. So the horizontal pass only needs
-                # the image rows; the constant rows are added to its output; the vertical pass follows.
-                # Bit-identical to resizing the padded canvas, for a fraction of the work on wide images.
-                if new_width != width:
-                    image = image.resize((new_width, height), resample=resample)
-                canvas = PIL.Image.new("RGB", (new_width, side), background_color)
-                canvas.paste(image, (0, (side - height) // 2))
-                image, width, height = canvas, new_width, side
-                pad_rows = False
-            if (new_width, new_height) != (width, height):
+            if padded:
+                image = _resize_padded_wide(image, (new_width, new_height), resample, background_color)
+            elif (new_width, new_height) != (width, height):
                 image = image.resize((new_width, new_height), resample=resample)
-                width, height = new_width, new_height
-        if pad_rows:  # padding without resizing
-            canvas = PIL.Image.new("RGB", (side, side), background_color)
-            canvas.paste(image, (0, (side - height) // 2))
-            image, height = canvas, side
+            width, height = new_width, new_height
         if do_center_crop:
             _, crop_height, crop_width = _size_of(crop_size, "crop_size")
             if (crop_width, crop_height) != (width, height):
@@ -339,7 +345,7 @@ class ShareGPT4VImageProcessor(PilBackend):
         mean = np.broadcast_to(np.asarray(image_mean if do_normalize else 0.0, dtype=np.float64), (3,))
         std = np.broadcast_to(np.asarray(image_std if do_normalize else 1.0, dtype=np.float64), (3,))
         scale, offset = factor / std, mean / std
-        return scale.astype(np.float32)[:, None, None], offset.astype(np.float32)[:, None, None]
+        return scale.astype(np.float32), offset.astype(np.float32)
 
     def preprocess(self, images: Any, *args, **kwargs) -> BatchFeature:
         """Preprocess an image or a batch of images (see the class docstring)."""
@@ -361,7 +367,7 @@ class ShareGPT4VImageProcessor(PilBackend):
             bool(do_rescale), float(rescale_factor), bool(do_normalize), _as_tuple(image_mean), _as_tuple(image_std)
         )
         values = np.arange(256, dtype=np.uint8)[None, :]
-        return np.subtract(np.multiply(values, scale[:, :, 0]), offset[:, :, 0])
+        return np.subtract(np.multiply(values, scale[:, None]), offset[:, None])
 
     def _preprocess_image_like_inputs(
         self,
@@ -394,21 +400,22 @@ class ShareGPT4VImageProcessor(PilBackend):
         )
 
         flat = self._flatten(images)
-        arrays = []
+        planes = []  # per image: its R, G and B planes as uint8 arrays (PIL writes them out planar, fast)
         for image in flat:
             image = self.to_rgb_image(image, do_convert_rgb, input_data_format)
             image = self.transform(image, do_pad, do_resize, size, resample, do_center_crop, crop_size, background)
-            arrays.append(np.asarray(image))  # (H, W, 3) uint8
+            shape = (image.height, image.width)
+            planes.append([np.frombuffer(image.tobytes("raw", band), np.uint8).reshape(shape) for band in "RGB"])
 
-        if arrays and all(array.shape == arrays[0].shape for array in arrays):
-            height, width = arrays[0].shape[:2]
-            batch = np.empty((len(arrays), 3, height, width), dtype=np.float32)
-            for array, out in zip(arrays, batch, strict=True):
-                np.multiply(array.transpose(2, 0, 1), scale, out=out)
-                np.subtract(out, offset, out=out)
-            pixel_values = batch if return_tensors is not None else list(batch)
+        if planes and all(image[0].shape == planes[0][0].shape for image in planes):
+            batch = np.empty((len(planes), 3) + planes[0][0].shape, dtype=np.float32)
         else:  # sizes differ (resize / crop disabled): one array per image, cannot be stacked
-            pixel_values = [array.transpose(2, 0, 1) * scale - offset for array in arrays]
+            batch = [np.empty((3,) + image[0].shape, dtype=np.float32) for image in planes]
+        for image, out in zip(planes, batch, strict=True):
+            for channel in range(3):  # x * (factor / std) - mean / std, in float32 (see normalization_table)
+                np.multiply(image[channel], scale[channel], out=out[channel])
+                np.subtract(out[channel], offset[channel], out=out[channel])
+        pixel_values = batch if return_tensors is not None and isinstance(batch, np.ndarray) else list(batch)
         return BatchFeature(data={"pixel_values": pixel_values}, tensor_type=return_tensors)
 
 
