@@ -158,7 +158,7 @@ def main() -> None:
         rss, pss = plugin["tree_rss_mb"], plugin["tree_pss_mb"]
         print(
             f"issue bar (peak RSS < 1,536 MB on a {size_mb:,.0f} MB corpus): plugin process tree "
-            f"{rss:,.0f} MB summed RSS (pages shared by the forked workers counted once per process), "
+            f"{rss:,.0f} MB summed RSS (pages the forked workers share with the main process count in each), "
             f"{pss:,.0f} MB PSS: {'met' if rss < 1536 else 'met on PSS only' if pss < 1536 else 'NOT met'}"
         )
     finally:

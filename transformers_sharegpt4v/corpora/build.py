@@ -304,7 +304,10 @@ def build_corpus(
                             raise InvalidRecord("malformed_json", obj.error)
                         record = parse_record(obj)
                         if record.id in seen_ids:
-                            raise InvalidRecord("duplicate_id", f"id {record.id!r} was seen before; the first is kept")
+                            raise InvalidRecord(
+                                "duplicate_id",
+                                f"id {record.id!r} was seen before (only the first record of an id is considered)",
+                            )
                         seen_ids.add(record.id)
                         check_record(record)
                     except InvalidRecord as invalid:
