@@ -83,6 +83,16 @@ def test_cli_push_uploads_everything_and_loads_back_without_plugin(checkpoint, t
         assert "trust_remote_code=True" in card and "license:" in card and "Provenance" in card
         assert not hub.stray_requests
         load_back_without_plugin(hub, "test-user/ShareGPT4V-tiny", inputs, tmp_path)
+        # A later model.push_to_hub (e.g. after more training) keeps the card: transformers reuses the repo's.
+        run_with_hub(
+            hub,
+            "import transformers_sharegpt4v\n"
+            "from transformers_sharegpt4v import ShareGPT4VForCausalLM\n"
+            f"ShareGPT4VForCausalLM.from_pretrained({str(folder)!r}).push_to_hub('test-user/ShareGPT4V-tiny')\n",
+            cwd=tmp_path,
+        )
+        assert hub.read_file("test-user/ShareGPT4V-tiny", "README.md").decode().startswith(card.split("\n# ")[0])
+        assert "trust_remote_code=True" in hub.read_file("test-user/ShareGPT4V-tiny", "README.md").decode()
 
 
 def test_model_and_processor_push_to_hub_carry_code_and_load_back(checkpoint, tmp_path):
@@ -101,6 +111,8 @@ def test_model_and_processor_push_to_hub_carry_code_and_load_back(checkpoint, tm
         files = set(hub.list_files("test-user/pushed"))
         assert CODE_FILES <= files and "config.json" in files and "processor_config.json" in files
         assert any(name.endswith(".safetensors") for name in files)
+        # transformers writes its generic card on a fresh repo (see the CLI test for keeping ours)
+        assert "README.md" in files
         config = json.loads(hub.read_file("test-user/pushed", "config.json"))
         assert config["auto_map"]["AutoModelForCausalLM"] == "modeling_sharegpt4v.ShareGPT4VForCausalLM"
         load_back_without_plugin(hub, "test-user/pushed", inputs, tmp_path)
