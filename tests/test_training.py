@@ -296,8 +296,13 @@ def test_packed_batch_loss_equals_padded_batch_loss(tiny_run, processor, corpus,
         start += n
 
 
-def test_no_attention_across_samples_in_a_pack(tiny_run, processor, corpus):
+@pytest.mark.parametrize("varlen", [False, True])
+def test_no_attention_across_samples_in_a_pack(tiny_run, processor, corpus, varlen):
+    from transformers_sharegpt4v.training.varlen import use_sdpa_varlen
+
     model = _model(tiny_run["init"])
+    if varlen:
+        use_sdpa_varlen(model)
     rows = [corpus[i] for i in range(3)]
     changed = dict(rows[0])
     changed["images"] = [img.rotate(90) for img in changed["images"]]

@@ -7,6 +7,9 @@ TRL's SFTTrainer is used as is, with three things of ours passed in:
   `dataset_kwargs={"skip_prepare_dataset": True}` and `remove_unused_columns=False` keep the raw rows;
 - the trainable-parameter policy of the stage (`apply_stage_policy`), applied before the trainer builds
   its optimizer (or, with `use_peft`, LoRA on the LLM plus the projector as a fully trained module);
+- with `padding_free` on sdpa, the language model attends per packed sample (`sdpa_varlen`, varlen.py)
+  instead of through a (total x total) block-diagonal mask; on CUDA with flash-attention the collator also
+  passes `cu_seq_lens_q/k` for the varlen kernel;
 - `ShareGPT4VTrainer.log` adds throughput: samples/s and tokens/s (real tokens, image positions included,
   padding excluded) over the steps since the previous log line, summed over processes.
 
@@ -27,6 +30,7 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
 from .collator import ShareGPT4VDataCollator, drop_overlong
 from .recipe import ShareGPT4VArguments
 from .trainable import apply_stage_policy
+from .varlen import use_sdpa_varlen
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +172,10 @@ def build_trainer(
         training_args.assistant_only_loss = False
         training_args.completion_only_loss = None
 
-    use_flash = getattr(model.config, "_attn_implementation", None) in ("flash_attention_2", "flash_attention_3")
+    text_attn = model.config.get_text_config()._attn_implementation
+    use_flash = text_attn in ("flash_attention_2", "flash_attention_3")
+    if padding_free and use_sdpa_varlen(model):
+        logger.warning("padding_free: the language model attends per packed sample (sdpa_varlen, see varlen.py).")
     collator = ShareGPT4VDataCollator(
         processor=processor,
         chat_template=ours.template,
