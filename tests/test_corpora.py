@@ -178,6 +178,20 @@ def test_reader_rejects_non_list_and_reports_truncated_end(tmp_path):
     assert out[0] == (0, {"id": "a"}) and isinstance(out[1][1], MalformedRecord) and out[1][1].id == "b"
 
 
+@pytest.mark.parametrize("fmt,keep", [("JPEG", 0.3), ("JPEG", 0.97), ("PNG", 0.5)])
+def test_image_check_decodes_all_data(tmp_path, fmt, keep):
+    from transformers_sharegpt4v.corpora import check_image_file
+
+    image = Image.open(FIXTURE_IMAGES / "waterview.jpg").convert("RGB")
+    whole, cut = tmp_path / f"whole.{fmt.lower()}", tmp_path / f"cut.{fmt.lower()}"
+    image.save(whole, fmt)
+    data = whole.read_bytes()
+    cut.write_bytes(data[: int(len(data) * keep)])
+    assert check_image_file(str(whole)) is None
+    Image.open(cut)  # the header alone is fine: only decoding the data finds the damage
+    assert check_image_file(str(cut))[0] == "truncated_image"
+
+
 # ------------------------------------------------------------------------------------------ message format
 
 

@@ -1,7 +1,7 @@
 """Image file checks in parallel worker processes, cached per distinct path.
 
-A check opens the file with PIL and decodes it fully (`Image.load`), which is what catches truncated files:
-`Image.open` only reads the header. Decoding is the expensive part of building a corpus with a million
+A check opens the file with PIL and decodes all of its data (`Image.load`), which is what catches truncated
+files: `Image.open` only reads the header. Decoding is the expensive part of building a corpus with a million
 images, so it runs in a process pool, batched, and each distinct path is checked once.
 """
 
@@ -31,6 +31,9 @@ def check_image_file(path: str) -> CheckResult:
         return "unreadable_image", f"{path}: {type(error).__name__}: {error}"
     try:
         with image:
+            # JPEG: decode at 1/8 scale. Every byte of entropy-coded data is still read and decoded (so a
+            # truncated or corrupt file still fails); only the inverse DCT shrinks: 2-3x faster on SAM photos.
+            image.draft(None, (max(1, image.width // 8), max(1, image.height // 8)))
             image.load()
     except Exception as error:  # header fine, data not: truncated or corrupt
         return "truncated_image", f"{path}: {type(error).__name__}: {error}"
