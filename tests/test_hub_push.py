@@ -164,4 +164,4 @@ def test_convert_resolves_hub_ids_for_the_checkpoint_and_its_vision_tower(spm_mo
     expected, got = all_tensors(local), all_tensors(out)
     assert set(got) == set(expected) and all(torch.equal(got[k], expected[k]) for k in expected)
     card = (out / "README.md").read_text()
-    assert "license: llama2" in card and "test-user/ShareGPT4V-tiny" in card
+    assert "license: llama2" in card and "base_model: test-user/ShareGPT4V-tiny" in card

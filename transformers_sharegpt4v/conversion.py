@@ -891,6 +891,8 @@ def convert_checkpoint(
         plan = _plan_llava(folder, config)
 
     plan.provenance.update(source=str(src), source_format=kind, license=read_license(folder))
+    if not Path(str(src)).expanduser().exists():  # a Hub id: that repo is the base model
+        plan.provenance["base_model"] = str(src)
 
     expected = expected_weights(plan.config)
     _check_keys(plan, expected)
