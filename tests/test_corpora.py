@@ -425,7 +425,7 @@ def test_stats_match_an_independent_count_and_flag_repetition_loops(tmp_path):
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_build_stats_export_in_subprocesses(built, tmp_path):
+def test_cli_build_and_stats_in_subprocesses(built, tmp_path):
     folder, root, corpus, _ = built
     out = tmp_path / "cli-out"
     build = subprocess.run(
@@ -440,6 +440,14 @@ def test_cli_build_stats_export_in_subprocesses(built, tmp_path):
     stats = subprocess.run(["sharegpt4v", "data", "stats", str(out)], capture_output=True, text=True, timeout=300)
     assert stats.returncode == 0, stats.stderr
     assert "vocabulary" in stats.stdout and (out / "stats.json").is_file()
+
+
+def test_cli_export(built, tmp_path, capsys):
+    from transformers_sharegpt4v.cli import main
+
+    assert main(["data", "export", str(built[0] / "out"), "--json", str(tmp_path / "x.json"), "--indent", "2"]) == 0
+    assert f"{len(GOOD)} records exported" in capsys.readouterr().out
+    assert json.loads((tmp_path / "x.json").read_text()) == [dict(r, id=str(r["id"])) for r in GOOD]
 
 
 def test_cli_exit_code_when_nothing_is_usable(tmp_path, capsys):
