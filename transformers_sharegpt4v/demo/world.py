@@ -52,7 +52,7 @@ def sample_scene(rng: random.Random) -> Scene:
     cells = rng.sample(CELLS, count)
     objects = tuple(
         SceneObject(shape, rng.choice(list(COLOURS)), rng.choice(list(SIZES)), rng.choice(TEXTURES), cell)
-        for shape, cell in zip(shapes, cells)
+        for shape, cell in zip(shapes, cells, strict=False)
     )
     return Scene(tuple(sorted(objects, key=lambda o: CELLS.index(o.cell))))
 
@@ -108,7 +108,7 @@ def detailed_caption(scene: Scene) -> str:
     n = len(scene.objects)
     parts = [f"There {'is' if n == 1 else 'are'} {NUMBER_WORDS[n]} object{'s' if n > 1 else ''}."]
     parts += [f"{obj.phrase().capitalize()} is at the {obj.cell}." for obj in scene.objects]
-    for a, b in zip(scene.objects, scene.objects[1:]):
+    for a, b in zip(scene.objects, scene.objects[1:], strict=False):
         parts.append(f"The {a.shape} is {_relation(a, b)} the {b.shape}.")
     return " ".join(parts)
 

@@ -1,0 +1,450 @@
+"""`sharegpt4v demo`: ShareGPT4V in miniature, end to end on a CPU, with nothing downloaded.
+
+The paper's experiment at toy scale, through the same code paths as the real system:
+1. a procedural world of scenes with exact ground truth (`world.py`);
+2. two pretraining caption corpora in the ShareGPT4V JSON format, short (alt-text: the main object) and
+   detailed (every object, its attributes and the spatial relations), plus fine-tuning data (questions and
+   answers, and some detailed-caption instructions, as ShareGPT4V's mix665k swaps in its cap23k), all
+   built into datasets with `sharegpt4v data build`'s code;
+3. a tiny CLIP and a tiny Llama assembled with `sharegpt4v init`, then stage 1 (pretrain on captions,
+   `plain` template, vision layers from 1 unfrozen) and stage 2 (finetune, `vicuna_v1`, vision frozen) run
+   with `sharegpt4v train` recipes, once with short and once with detailed captions, same budget, per seed;
+4. the final models reloaded with `AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)`,
+   held-out scenes captioned with the captioning engine, held-out questions answered;
+5. DIR/report.md with the numbers over the seeds, and PNG plots (scores, training curves, samples).
+
+The tiny geometry (64 px images, 32 px patches: 4 image tokens) keeps a seed to about a minute per variant
+on a CPU core; the real geometry (336/14, 576 tokens) is what the tests use.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .world import (
+    SHAPES,
+    Scene,
+    caption_scores,
+    chance_f1,
+    detailed_caption,
+    f1,
+    qa_pairs,
+    render_scene,
+    sample_scene,
+    short_caption,
+)
+
+CAPTION_PROMPT = "Describe the image in detail."
+PRETRAIN_PROMPT = "Write a caption for the image."  # dropped by the plain template, as in ShareGPT4V-PT
+SHORT_ANSWER = "Answer the question using a single word or phrase."  # the paper's short-answer suffix
+VARIANTS = ("short", "detailed")
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of the miniature. The defaults fit in about 10 minutes on 2 CPU cores."""
+
+    output: Path = Path("sharegpt4v-demo")
+    seed: int = 0
+    num_seeds: int = 3
+    n_pretrain: int = 3000
+    n_finetune: int = 1200
+    n_test: int = 100
+    pretrain_steps: int = 400
+    finetune_steps: int = 250
+    batch_size: int = 16
+    image_size: int = 64
+    patch_size: int = 32
+    jobs: int = 2
+    progress: bool = True
+    caption_fraction: float = 0.25  # share of stage-2 samples that are detailed-caption instructions
+    vision: dict[str, Any] = field(
+        default_factory=lambda: {
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_hidden_layers": 3,
+            "num_attention_heads": 4,
+        }
+    )
+    text: dict[str, Any] = field(
+        default_factory=lambda: {
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+        }
+    )
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.num_seeds)]
+
+
+FAST = {
+    "num_seeds": 1,
+    "n_pretrain": 48,
+    "n_finetune": 32,
+    "n_test": 6,
+    "pretrain_steps": 3,
+    "finetune_steps": 3,
+    "batch_size": 4,
+}
+
+
+# ---------------------------------------------------------------------------------------------- 1. the world
+
+
+def make_world(settings: DemoSettings) -> dict[str, list[Scene]]:
+    """Render every scene to DATA/images and return the scenes of each split."""
+    rng = random.Random(settings.seed)
+    sizes = {"pretrain": settings.n_pretrain, "finetune": settings.n_finetune, "test": settings.n_test}
+    world = {split: [sample_scene(rng) for _ in range(n)] for split, n in sizes.items()}
+    folder = settings.output / "data" / "images"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, scenes in world.items():
+        for i, scene in enumerate(tqdm(scenes, desc=f"render {split}", disable=not settings.progress, leave=False)):
+            render_scene(scene, settings.image_size).save(folder / f"{split}_{i:05d}.png")
+    return world
+
+
+def _record(split: str, i: int, turns: list[tuple[str, str]], suffix: str = "") -> dict[str, Any]:
+    conversations = []
+    for k, (question, answer) in enumerate(turns):
+        conversations.append({"from": "human", "value": ("<image>\n" if k == 0 else "") + question})
+        conversations.append({"from": "gpt", "value": answer})
+    return {"id": f"{split}_{i:05d}{suffix}", "image": f"images/{split}_{i:05d}.png", "conversations": conversations}
+
+
+def write_corpora(settings: DemoSettings, world: dict[str, list[Scene]]) -> dict[str, Path]:
+    """The ShareGPT4V JSON corpora of the miniature: two pretraining corpora, fine-tuning data, test questions."""
+    rng = random.Random(settings.seed + 1)
+    folder = settings.output / "corpora"
+    folder.mkdir(parents=True, exist_ok=True)
+    corpora = {
+        "pretrain_short": [
+            _record("pretrain", i, [(PRETRAIN_PROMPT, short_caption(s))]) for i, s in enumerate(world["pretrain"])
+        ],
+        "pretrain_detailed": [
+            _record("pretrain", i, [(PRETRAIN_PROMPT, detailed_caption(s))]) for i, s in enumerate(world["pretrain"])
+        ],
+        "finetune": [],
+        "test_questions": [],
+    }
+    for i, scene in enumerate(world["finetune"]):
+        if rng.random() < settings.caption_fraction:
+            corpora["finetune"].append(_record("finetune", i, [(CAPTION_PROMPT, detailed_caption(scene))]))
+        else:
+            turns = [(f"{q}\n{SHORT_ANSWER}", a) for q, a in qa_pairs(scene, rng, k=2)]
+            corpora["finetune"].append(_record("finetune", i, turns))
+    for i, scene in enumerate(world["test"]):
+        for k, (q, a) in enumerate(qa_pairs(scene, rng, k=2)):
+            corpora["test_questions"].append(_record("test", i, [(f"{q}\n{SHORT_ANSWER}", a)], suffix=f"_q{k}"))
+    paths = {}
+    for name, records in corpora.items():
+        paths[name] = folder / f"{name}.json"
+        paths[name].write_text(json.dumps(records, indent=1))
+    return paths
+
+
+def build_datasets(settings: DemoSettings, corpora: dict[str, Path]) -> dict[str, Path]:
+    """`sharegpt4v data build` on each training corpus."""
+    from ..corpora import build_corpus
+
+    out = {}
+    for name in ("pretrain_short", "pretrain_detailed", "finetune"):
+        out[name] = settings.output / "datasets" / name
+        result = build_corpus(
+            corpora[name], settings.output / "data", out[name], overwrite=True, num_workers=1, progress=False
+        )
+        if result.skipped or result.records_written == 0:
+            raise RuntimeError(f"The demo corpus {corpora[name]} has bad records: {result.summary()}")
+    return out
+
+
+# ------------------------------------------------------------------------------- 2. the starting checkpoints
+
+
+def _train_tokenizer(settings: DemoSettings, corpora: dict[str, Path]) -> Path:
+    """A LLaMA-style SentencePiece tokenizer for the miniature's language (the real one is Vicuna's)."""
+    import sentencepiece as spm
+    from transformers import LlamaTokenizer
+
+    texts = ["A chat between a curious user and an artificial intelligence assistant. USER: ASSISTANT:"]
+    for path in corpora.values():
+        for record in json.loads(path.read_text()):
+            texts += [turn["value"].replace("<image>\n", "") for turn in record["conversations"]]
+    folder = settings.output / "base" / "tokenizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=400, model_type="bpe", byte_fallback=True,
+        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2, character_coverage=1.0, hard_vocab_limit=False,
+    )  # fmt: skip
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    LlamaTokenizer.from_pretrained(folder).save_pretrained(folder)
+    return folder
+
+
+def make_base_checkpoints(settings: DemoSettings, corpora: dict[str, Path]) -> dict[int, Path]:
+    """Per seed: a random tiny CLIP and Llama, assembled with `sharegpt4v init` (what stage 1 starts from)."""
+    import torch
+    from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from ..training.init_model import init_checkpoint
+
+    tokenizer_dir = _train_tokenizer(settings, corpora)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    inits = {}
+    for seed in settings.seeds:
+        base = settings.output / "base" / f"seed{seed}"
+        torch.manual_seed(seed)
+        vision = CLIPVisionModel(
+            CLIPVisionConfig(image_size=settings.image_size, patch_size=settings.patch_size, **settings.vision)
+        )
+        vision.save_pretrained(base / "vision")
+        llm = LlamaForCausalLM(
+            LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **settings.text, pad_token_id=None)
+        )
+        llm.save_pretrained(base / "llm")
+        tokenizer.save_pretrained(base / "llm")
+        inits[seed] = init_checkpoint(base / "init", vision=str(base / "vision"), llm=str(base / "llm"), seed=seed)
+    return inits
+
+
+# -------------------------------------------------------------------------------------------- 3. training
+
+
+def _recipe(settings: DemoSettings, stage: str, model: Path, dataset: Path, output: Path, seed: int) -> dict:
+    """A `sharegpt4v train` recipe: the keys of the shipped recipes, at the miniature's scale."""
+    pretrain = stage == "pretrain"
+    return {
+        "model_name_or_path": str(model),
+        "stage": stage,
+        **({"vision_trainable_from_layer": 1} if pretrain else {}),
+        "attn_implementation": "sdpa",
+        "dataset_name": str(dataset),
+        "max_length": 256,
+        "padding_free": True,
+        "output_dir": str(output),
+        "use_cpu": True,
+        "bf16": False,
+        "max_steps": settings.pretrain_steps if pretrain else settings.finetune_steps,
+        "per_device_train_batch_size": settings.batch_size,
+        "gradient_accumulation_steps": 1,
+        "learning_rate": 1.0e-3 if pretrain else 5.0e-4,
+        "weight_decay": 0.0,
+        "warmup_steps": 0.03,
+        "lr_scheduler_type": "cosine",
+        "logging_steps": max(1, min(10, (settings.pretrain_steps if pretrain else settings.finetune_steps) // 10)),
+        "save_strategy": "no",
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        "seed": seed,
+        "disable_tqdm": True,
+    }
+
+
+def _run_train(recipe: dict, path: Path, log: Path) -> None:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-m", "transformers_sharegpt4v.cli", "train", "--config", str(path)]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as handle:
+        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+    if result.returncode != 0:
+        tail = log.read_text()[-3000:]
+        raise RuntimeError(f"Training failed ({' '.join(command)}); log {log}:\n{tail}")
+
+
+def train_variant(settings: DemoSettings, seed: int, variant: str, init: Path, datasets: dict[str, Path]) -> Path:
+    """Stage 1 on the variant's captions, then stage 2 on the shared fine-tuning data."""
+    run = settings.output / "runs" / f"seed{seed}" / variant
+    for stage, model, dataset in (
+        ("pretrain", init, datasets[f"pretrain_{variant}"]),
+        ("finetune", run / "pretrain", datasets["finetune"]),
+    ):
+        recipe = _recipe(settings, stage, model, dataset, run / stage, seed)
+        _run_train(recipe, settings.output / "recipes" / f"seed{seed}_{variant}_{stage}.yaml", run / f"{stage}.log")
+    return run / "finetune"
+
+
+# ------------------------------------------------------------------------------------------ 4. evaluation
+
+
+def _normalise(answer: str) -> str:
+    return answer.strip().strip(".").strip().lower()
+
+
+def answer_questions(model_dir: Path, settings: DemoSettings, questions: list[dict]) -> list[str]:
+    """Greedy short answers with the reloaded model (remote code, as a Hub user would load it)."""
+    import torch
+    from PIL import Image
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
+    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
+    answers = []
+    for start in range(0, len(questions), 32):
+        batch = questions[start : start + 32]
+        prompts = [
+            processor.apply_chat_template(
+                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["conversations"][0]["value"].split("\n", 1)[1]}]}],
+                add_generation_prompt=True,
+            )
+            for r in batch
+        ]  # fmt: skip
+        images = [Image.open(settings.output / "data" / r["image"]).convert("RGB") for r in batch]
+        inputs = processor(images=images, text=prompts, padding=True, padding_side="left", return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
+        answers += processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return answers
+
+
+def evaluate(settings: DemoSettings, model_dir: Path, world: dict[str, list[Scene]], questions: list[dict]) -> dict:
+    """Caption the held-out scenes with the captioning engine and answer the held-out questions."""
+    import pandas as pd
+
+    from ..captioning import caption_images
+
+    captions_dir = model_dir.parent / "test_captions"
+    test_images = settings.output / "data" / "test_images"
+    if not test_images.exists():
+        test_images.mkdir(parents=True)
+        for i in range(len(world["test"])):
+            os.link(settings.output / "data" / "images" / f"test_{i:05d}.png", test_images / f"test_{i:05d}.png")
+    summary = caption_images(
+        str(model_dir), test_images, captions_dir, prompt=CAPTION_PROMPT, max_new_tokens=96,
+        batch_size=32, num_workers=0, progress=False,
+    )  # fmt: skip
+    rows = pd.concat(pd.read_parquet(p) for p in sorted((captions_dir / "data").glob("*.parquet")))
+    by_image = dict(zip(rows["image"], rows["caption"], strict=False))
+    captions = [by_image[f"test_{i:05d}.png"] for i in range(len(world["test"]))]
+    scores = [caption_scores(c, s) for c, s in zip(captions, world["test"], strict=False)]
+    answers = answer_questions(model_dir, settings, questions)
+    truth = [r["conversations"][1]["value"] for r in questions]
+    correct = [_normalise(a) == _normalise(t) for a, t in zip(answers, truth, strict=False)]
+    return {
+        "caption_precision": statistics.mean(p for p, _ in scores),
+        "caption_recall": statistics.mean(r for _, r in scores),
+        "caption_f1": statistics.mean(f1(p, r) for p, r in scores),
+        "qa_accuracy": sum(correct) / len(correct),
+        "captions": captions,
+        "answers": answers,
+        "caption_summary": summary.line(),
+    }
+
+
+def baselines(settings: DemoSettings, world: dict[str, list[Scene]], corpora: dict[str, Path]) -> dict[str, float]:
+    """Chance caption F1 (describing a random scene) and the QA prior (most frequent answer per question form)."""
+    from collections import Counter
+
+    def form(question: str) -> str:  # the question with its object named generically
+        first_line = question.replace("<image>\n", "").split("\n")[0]
+        return " ".join("X" if w.strip("?") in SHAPES else w for w in first_line.split())
+
+    prior: dict[str, Counter] = {}
+    for record in json.loads(corpora["finetune"].read_text()):
+        turns = record["conversations"]
+        for q, a in zip(turns[::2], turns[1::2], strict=False):
+            if SHORT_ANSWER in q["value"]:
+                prior.setdefault(form(q["value"]), Counter())[_normalise(a["value"])] += 1
+    tests = json.loads(corpora["test_questions"].read_text())
+    hits = 0
+    for record in tests:
+        counter = prior.get(form(record["conversations"][0]["value"]))
+        guess = counter.most_common(1)[0][0] if counter else ""
+        hits += guess == _normalise(record["conversations"][1]["value"])
+    return {
+        "caption_f1_chance": chance_f1(world["test"], random.Random(settings.seed + 7)),
+        "qa_prior_accuracy": hits / len(tests),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ the run
+
+
+def run_demo(settings: DemoSettings) -> dict[str, Any]:
+    """Run the whole miniature and write OUTPUT/report.md; returns the numbers of the report."""
+    from .report import write_report
+
+    started = time.perf_counter()
+    settings.output.mkdir(parents=True, exist_ok=True)
+    steps = ["world", "corpora", "checkpoints"] + [f"seed {s}" for s in settings.seeds] + ["report"]
+    bar = tqdm(total=len(steps), desc="demo", disable=not settings.progress)
+
+    def step(name: str) -> None:
+        bar.set_postfix_str(name)
+        bar.update(1)
+
+    world = make_world(settings)
+    step("world")
+    corpora = write_corpora(settings, world)
+    datasets = build_datasets(settings, corpora)
+    step("corpora")
+    inits = make_base_checkpoints(settings, corpora)
+    step("checkpoints")
+    questions = json.loads(corpora["test_questions"].read_text())
+    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+    for seed in settings.seeds:
+        with ThreadPoolExecutor(max_workers=max(1, settings.jobs)) as pool:
+            finals = dict(
+                zip(
+                    VARIANTS,
+                    pool.map(lambda v, s=seed: train_variant(settings, s, v, inits[s], datasets), VARIANTS),
+                    strict=False,
+                )
+            )
+        for variant, final in finals.items():
+            scores = evaluate(settings, final, world, questions)
+            results[variant].append({"seed": seed, "model": str(final), **scores})
+        step(f"seed {seed}")
+    numbers = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "baselines": baselines(settings, world, corpora),
+        "results": results,
+        "seconds": time.perf_counter() - started,
+    }
+    (settings.output / "results.json").write_text(json.dumps(numbers, indent=1))
+    report = write_report(settings, numbers, world, questions)
+    step("report")
+    bar.close()
+    numbers["report"] = str(report)
+    return numbers
+
+
+def summary_line(numbers: dict[str, Any]) -> str:
+    def mean(variant: str, key: str) -> float:
+        return statistics.mean(r[key] for r in numbers["results"][variant])
+
+    b = numbers["baselines"]
+    return (
+        f"demo: caption F1 detailed {mean('detailed', 'caption_f1'):.2f} / short {mean('short', 'caption_f1'):.2f} "
+        f"(chance {b['caption_f1_chance']:.2f}); QA accuracy detailed {mean('detailed', 'qa_accuracy'):.2f} / short "
+        f"{mean('short', 'qa_accuracy'):.2f} (prior {b['qa_prior_accuracy']:.2f}); "
+        f"{len(numbers['results']['detailed'])} seed(s), {numbers['seconds']:.0f} s; report {numbers['report']}"
+    )
+
+
+def settings_from_args(args: Any) -> DemoSettings:
+    settings = DemoSettings(output=Path(args.output), seed=args.seed)
+    if args.fast:
+        settings = replace(settings, **FAST)
+    overrides = {k: getattr(args, k) for k in ("num_seeds", "jobs") if getattr(args, k, None) is not None}
+    return replace(settings, progress=not args.no_progress, **overrides)
