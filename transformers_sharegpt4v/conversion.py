@@ -691,7 +691,7 @@ def _check_keys(plan: _Plan, expected: dict[str, tuple[int, ...]]) -> None:
 
 def _pad_vocab_rows(tensor: torch.Tensor, rows: int) -> torch.Tensor:
     """Append `rows` copies of the mean row (computed in float32) to an embedding / lm_head matrix."""
-    mean = tensor.float().mean(dim=0, keepdim=True).to(tensor.dtype)
+    mean = tensor.mean(dim=0, keepdim=True, dtype=torch.float32).to(tensor.dtype)  # no float32 copy of the matrix
     return torch.cat([tensor, mean.expand(rows, -1)], dim=0)
 
 
