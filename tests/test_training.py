@@ -553,3 +553,77 @@ def test_ddp_two_processes_give_the_single_process_loss(tiny_run, tmp_path):
     one, two = (load_file(tmp_path / run / "checkpoint-2" / "model.safetensors") for run in ("one", "two"))
     for name in one:  # the same two optimizer steps
         torch.testing.assert_close(one[name], two[name], rtol=0, atol=1e-5, msg=name)
+
+
+# --------------------------------------------------------------------------- sharegpt4v init
+
+
+def test_init_assembles_clip_llama_and_projector(tiny_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    from transformers_sharegpt4v.cli import main
+
+    torch.manual_seed(1)
+    projector = {
+        "model.mm_projector.0.weight": torch.randn(32, 32),
+        "model.mm_projector.0.bias": torch.randn(32),
+        "model.mm_projector.2.weight": torch.randn(32, 32),
+        "model.mm_projector.2.bias": torch.randn(32),
+    }
+    save_file(projector, tmp_path / "mm_projector.safetensors")
+    out = tmp_path / "init"
+    code = main([
+        "init", str(out), "--vision", str(tiny_run["vit"]), "--llm", str(tiny_run["llm"]),
+        "--projector", str(tmp_path / "mm_projector.safetensors"), "--text-config-json", '{"num_hidden_layers": 1}',
+    ])  # fmt: skip
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert config["image_token_id"] == tokenizer.convert_tokens_to_ids("<image>") == 700
+    assert config["text_config"]["num_hidden_layers"] == 1 and config["text_config"]["vocab_size"] == 704
+    assert config["auto_map"]["AutoModelForImageTextToText"] == "modeling_sharegpt4v.ShareGPT4VForCausalLM"
+    weights = load_file(out / "model.safetensors")
+    vit, llm = load_file(tiny_run["vit"] / "model.safetensors"), load_file(tiny_run["llm"] / "model.safetensors")
+    for key, tensor in vit.items():  # CLIPVisionModel keys: vision_model.*
+        assert torch.equal(weights["model.vision_tower." + key.removeprefix("vision_model.")], tensor), key
+    assert torch.equal(weights["model.language_model.embed_tokens.weight"][:700], llm["model.embed_tokens.weight"])
+    assert torch.equal(weights["lm_head.weight"][:700], llm["lm_head.weight"])
+    assert torch.equal(
+        weights["model.language_model.layers.0.mlp.up_proj.weight"], llm["model.layers.0.mlp.up_proj.weight"]
+    )
+    assert not any(k.startswith("model.language_model.layers.1.") for k in weights)
+    assert torch.equal(
+        weights["model.multi_modal_projector.linear_1.weight"], projector["model.mm_projector.0.weight"]
+    )
+    assert torch.equal(weights["model.multi_modal_projector.linear_2.bias"], projector["model.mm_projector.2.bias"])
+
+
+def test_init_rejects_a_projector_of_the_wrong_shape(tiny_run, tmp_path):
+    from safetensors.torch import save_file
+
+    from transformers_sharegpt4v.training import init_checkpoint
+
+    save_file({"mm_projector.0.weight": torch.zeros(64, 1024), "mm_projector.0.bias": torch.zeros(64),
+               "mm_projector.2.weight": torch.zeros(64, 64), "mm_projector.2.bias": torch.zeros(64)},
+              tmp_path / "p.safetensors")  # fmt: skip
+    with pytest.raises(ValueError, match="does not fit"):
+        init_checkpoint(tmp_path / "out", str(tiny_run["vit"]), str(tiny_run["llm"]), str(tmp_path / "p.safetensors"))
+
+
+def test_mixed_batch_with_a_text_only_row(processor):
+    text_only = {
+        "id": "t",
+        "images": [],
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Say hi."}]},
+            {"role": "assistant", "content": [{"type": "text", "text": "Hi."}]},
+        ],
+    }
+    rows = [_image_row([("What is it?", "A red square.")]), text_only]
+    for padding_free in (False, True):
+        batch = _collator(processor, padding_free=padding_free)(rows)
+        assert batch["pixel_values"].shape[0] == 1
+        assert int((batch["input_ids"] == processor.image_token_id).sum()) == 576
+    with pytest.raises(ValueError, match="1 image placeholder"):
+        _collator(processor).encode(dict(rows[0], images=[]))
