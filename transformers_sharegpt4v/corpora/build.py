@@ -10,13 +10,15 @@ reason and gathered into report.json at the end.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 import shlex
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -175,6 +177,20 @@ class _ShardWriter:
         return names
 
 
+@contextlib.contextmanager
+def frozen_gc() -> Iterator[None]:
+    """Keep the objects that exist now (torch, transformers, datasets: ~10^6 of them) out of the cyclic
+    garbage collector's full passes while millions of small records are allocated; that alone doubles the
+    build's throughput. Unfrozen afterwards unless the caller had frozen objects already."""
+    already = gc.get_freeze_count() > 0
+    gc.freeze()
+    try:
+        yield
+    finally:
+        if not already:
+            gc.unfreeze()
+
+
 def open_parquet_writer(path: str | os.PathLike, features) -> pq.ParquetWriter:
     """A pyarrow ParquetWriter set up as `datasets` sets up its own (feature metadata in the schema,
     content-defined chunking so re-uploads of similar shards deduplicate on the Hub, page index)."""
@@ -290,7 +306,7 @@ def build_corpus(
     total_bytes = sum(Path(path).stat().st_size for path in json_files)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not progress)
     try:
-        with ImageChecker(root, num_workers) as checker:
+        with frozen_gc(), ImageChecker(root, num_workers) as checker:
             pending: deque[list[tuple[Record, str, int]]] = deque()
             batch: list[tuple[Record, str, int]] = []
             for json_file in json_files:
