@@ -70,7 +70,7 @@ def export_corpus(
     """Write the rows of `dataset` (a folder from `build_corpus` or a Hub repo id) to `json_path` as one
     LLaVA JSON list; returns the number of records. Image paths come back relative to the data root (for
     folders built without --embed-images, the root recorded in report.json unless `image_root` is given)."""
-    from .build import read_report
+    from .build import frozen_gc, read_report
 
     if image_root is None and Path(dataset).is_dir():
         report = read_report(dataset)
@@ -79,7 +79,7 @@ def export_corpus(
     count = 0
     json_path = Path(json_path)
     partial = json_path.with_name(json_path.name + ".partial")
-    with open(partial, "w", encoding="utf-8") as handle:
+    with frozen_gc(), open(partial, "w", encoding="utf-8") as handle:
         handle.write("[")
         for row in tqdm(iter_corpus_rows(dataset), desc="export corpus", unit=" records", disable=not progress):
             text = json.dumps(record_from_row(row, root), ensure_ascii=False, indent=indent)

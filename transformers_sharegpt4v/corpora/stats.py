@@ -139,10 +139,12 @@ def corpus_stats(dataset, *, rule: DegenerateRule | None = None, progress: bool 
     one `{id, phrase, repeats, coverage}` per flagged caption (see `DegenerateRule`)."""
     from tqdm.auto import tqdm
 
+    from .build import frozen_gc
     from .export import load_corpus
 
     stats = CaptionStats(full=True, rule=rule or DegenerateRule())
     rows = load_corpus(dataset, streaming=True, columns=["id", "messages"])
-    for row in tqdm(rows, desc="caption stats", unit=" records", disable=not progress):
-        stats.add_messages(row["id"], row["messages"])
+    with frozen_gc():
+        for row in tqdm(rows, desc="caption stats", unit=" records", disable=not progress):
+            stats.add_messages(row["id"], row["messages"])
     return {**stats.summary(), "degenerate_captions": stats.degenerate}
