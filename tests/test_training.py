@@ -460,7 +460,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(tiny_run, tmp_path)
     a, b = load_file(full / "model.safetensors"), load_file(resumed / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-6, msg=name)
-    assert "Trained stage pretrain: 4 steps" in result.stdout
+    assert "Trained stage pretrain: 4 steps, train loss" in result.stdout
 
 
 # --------------------------------------------------------------------------- LoRA
@@ -627,3 +627,38 @@ def test_mixed_batch_with_a_text_only_row(processor):
         assert int((batch["input_ids"] == processor.image_token_id).sum()) == 576
     with pytest.raises(ValueError, match="1 image placeholder"):
         _collator(processor).encode(dict(rows[0], images=[]))
+
+
+def test_push_to_hub_then_load_without_the_plugin(tiny_run, tmp_path):
+    from hub_server import LocalHub, run_with_hub
+
+    (tmp_path / "blocker").mkdir()
+    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
+    with LocalHub(tmp_path / "hub") as hub:
+        run_with_hub(
+            hub,
+            [
+                sys.executable, "-m", "transformers_sharegpt4v.cli", "train", "--config",
+                str(RECIPES / "tiny_finetune.yaml"), "--model_name_or_path", str(tiny_run["init"]),
+                "--dataset_name", str(tiny_run["corpus"]), "--output_dir", str(tmp_path / "run"), "--max_steps", "1",
+                "--save_strategy", "no", "--push_to_hub", "true", "--hub_model_id", "test-user/tiny-sharegpt4v",
+            ],
+            env={"OMP_NUM_THREADS": "1"},
+            timeout=600,
+        )  # fmt: skip
+        loaded = run_with_hub(
+            hub,
+            """
+from transformers import AutoModelForImageTextToText, AutoProcessor
+try:
+    import transformers_sharegpt4v
+    raise SystemExit("plugin importable")
+except ImportError:
+    pass
+model = AutoModelForImageTextToText.from_pretrained("test-user/tiny-sharegpt4v", trust_remote_code=True)
+processor = AutoProcessor.from_pretrained("test-user/tiny-sharegpt4v", trust_remote_code=True)
+print("LOADED", type(model).__name__, type(processor).__name__)
+""",
+            env={"PYTHONPATH": str(tmp_path / "blocker"), "OMP_NUM_THREADS": "1"},
+        )
+    assert "LOADED ShareGPT4VForCausalLM ShareGPT4VProcessor" in loaded.stdout

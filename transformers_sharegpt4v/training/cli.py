@@ -33,8 +33,12 @@ def run(args: argparse.Namespace) -> int:
 
     script_args, training_args, model_args, ours = parse_recipe(argv)
     trainer = train(script_args, training_args, model_args, ours)
+    losses = [entry["train_loss"] for entry in trainer.state.log_history if "train_loss" in entry]
+    loss = f", train loss {losses[-1]:.4f}" if losses else ""
+    skipped = trainer.data_collator.skipped
     trainer.accelerator.print(
-        f"Trained stage {ours.stage}: {trainer.state.global_step} steps, final model in {training_args.output_dir}."
+        f"Trained stage {ours.stage}: {trainer.state.global_step} steps{loss}, {skipped} sample(s) skipped by the "
+        f"collator, final model in {training_args.output_dir}."
     )
     return 0
 

@@ -105,14 +105,23 @@ def load_model(model_args: ModelConfig, training_args: SFTConfig) -> torch.nn.Mo
 
     if model_args.model_name_or_path is None:
         raise ValueError("The recipe has no `model_name_or_path`: make one with `sharegpt4v init` or `convert`.")
+    from accelerate import PartialState
+    from trl import get_quantization_config
+
     dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
     device = "cpu" if training_args.use_cpu else None
+    kwargs = {}
+    quantization_config = get_quantization_config(model_args)  # QLoRA: load_in_4bit / load_in_8bit
+    if quantization_config is not None:
+        # each process loads its quantized copy on its own device
+        kwargs.update(quantization_config=quantization_config, device_map={"": PartialState().local_process_index})
     return AutoModelForImageTextToText.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
         dtype=dtype if dtype is not None else torch.float32,
         attn_implementation=model_args.attn_implementation or default_attn_implementation(device),
         trust_remote_code=training_args.trust_remote_code,
+        **kwargs,
     )
 
 
