@@ -265,6 +265,27 @@ def test_drop_overlong_filters_rows_whose_image_cannot_fit(processor):
     image_end = encoded["input_ids"].index(processor.image_token_id) + 1
     assert len(drop_overlong(dataset, processor, "vicuna_v1", image_end)) == 3
     assert drop_overlong(dataset, processor, "vicuna_v1", image_end - 1)["id"] == ["text-only"]
+    # modality lengths for group_by_length: positions of the encoded row, negative for text-only rows
+    measured = drop_overlong(dataset, processor, "vicuna_v1", None, add_lengths=True)
+    collator = _collator(processor, chat_template="vicuna_v1", max_length=None)
+    expected = [len(collator.encode(r)["input_ids"]) * (1 if r["images"] else -1) for r in rows]
+    assert measured["length"] == expected and expected[0] > 576 and expected[2] < 0
+
+
+def test_group_by_length_recipe_gets_modality_lengths_and_the_length_sampler(tiny_run, tmp_path):
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from transformers_sharegpt4v.training import build_trainer, parse_recipe
+
+    args = parse_recipe([
+        "--config", str(RECIPES / "tiny_finetune.yaml"), "--model_name_or_path", str(tiny_run["init"]),
+        "--dataset_name", str(tiny_run["corpus"]), "--output_dir", str(tmp_path), "--padding_free", "false",
+        "--train_sampling_strategy", "group_by_length",
+    ])  # fmt: skip
+    trainer = build_trainer(*args)
+    lengths = trainer.train_dataset["length"]
+    assert len(lengths) == 12 and all(length > 576 for length in lengths)
+    assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
 
 
 # --------------------------------------------------------------------------- padding-free packing

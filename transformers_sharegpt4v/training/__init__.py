@@ -14,6 +14,7 @@ _NAMES = {
     "attach_images": "collator",
     "drop_overlong": "collator",
     "fits_max_length": "collator",
+    "measure_row": "collator",
     "STAGES": "trainable",
     "TrainableReport": "trainable",
     "apply_stage_policy": "trainable",

@@ -176,31 +176,61 @@ class ShareGPT4VDataCollator:
         return batch
 
 
-def fits_max_length(processor: Any, messages: list[dict[str, Any]], chat_template: str, max_length: int) -> bool:
-    """Whether a row's images end within `max_length` text tokens (images counted as one), i.e. whether it
-    can be truncated without cutting an image. Renders and tokenizes the text only: no image is decoded."""
+def measure_row(
+    processor: Any, messages: list[dict[str, Any]], chat_template: str, max_length: int | None
+) -> tuple[int, bool]:
+    """(modality length, fits) of a row, from its text alone (no image is decoded).
+
+    The modality length is the number of positions after truncation, negative for a text-only row, as the
+    original's `modality_lengths` (so `group_by_length` puts text-only rows in batches of their own). `fits`
+    says whether the row's images end within `max_length` text tokens (images counted as one), i.e. whether
+    it can be truncated without cutting an image.
+    """
     text = processor.apply_chat_template(messages, chat_template=chat_template)
     sample = processor.tokenize_like_original([text])[0]
-    if not sample["image_spans"]:
-        return True
-    per_image = processor.image_seq_length
-    last_end = sample["image_spans"][-1][1] - len(sample["image_spans"]) * (per_image - 1)
-    return last_end <= max_length
+    spans, per_image = sample["image_spans"], processor.image_seq_length
+    text_length = len(sample["input_ids"]) - len(spans) * (per_image - 1)
+    fits = not spans or max_length is None or spans[-1][1] - len(spans) * (per_image - 1) <= max_length
+    kept_text = text_length if max_length is None else min(text_length, max_length)
+    length = kept_text + len(spans) * (per_image - 1)
+    return (length if spans else -length), fits
+
+
+def fits_max_length(processor: Any, messages: list[dict[str, Any]], chat_template: str, max_length: int) -> bool:
+    """Whether a row can be truncated to `max_length` text tokens without cutting an image (see `measure_row`)."""
+    return measure_row(processor, messages, chat_template, max_length)[1]
 
 
 def drop_overlong(
-    dataset: Any, processor: Any, chat_template: str, max_length: int | None, num_proc: int | None = None
+    dataset: Any,
+    processor: Any,
+    chat_template: str,
+    max_length: int | None,
+    num_proc: int | None = None,
+    add_lengths: bool = False,
 ):
-    """`dataset` without the rows whose images cannot fit in `max_length` text tokens; logs how many were dropped."""
-    if max_length is None:
+    """`dataset` without the rows whose images cannot fit in `max_length` text tokens (logged with the count).
+
+    With `add_lengths`, also adds the `length` column (modality length, see `measure_row`) that
+    `train_sampling_strategy: group_by_length` reads: the original's "group by modality length".
+    """
+    if max_length is None and not add_lengths:
         return dataset
     before = len(dataset)
-    kept = dataset.filter(
-        lambda messages: fits_max_length(processor, messages, chat_template, max_length),
+
+    def measure(messages):
+        length, fits = measure_row(processor, messages, chat_template, max_length)
+        return {"length": length, "_fits": fits}
+
+    measured = dataset.map(
+        measure,
         input_columns=["messages"],
         num_proc=num_proc,
-        desc=f"Dropping samples whose images do not fit in max_length={max_length}",
+        desc=f"Measuring samples (max_length={max_length} text tokens)",
     )
+    kept = measured.filter(lambda fits: fits, input_columns=["_fits"]).remove_columns("_fits")
+    if not add_lengths:
+        kept = kept.remove_columns("length")
     dropped = before - len(kept)
     if dropped:
         logger.warning(
@@ -212,4 +242,11 @@ def drop_overlong(
     return kept
 
 
-__all__ = ["IGNORE_INDEX", "ShareGPT4VDataCollator", "attach_images", "drop_overlong", "fits_max_length"]
+__all__ = [
+    "IGNORE_INDEX",
+    "ShareGPT4VDataCollator",
+    "attach_images",
+    "drop_overlong",
+    "fits_max_length",
+    "measure_row",
+]

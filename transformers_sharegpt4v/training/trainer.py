@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
 
 from .collator import ShareGPT4VDataCollator, drop_overlong
@@ -194,13 +195,20 @@ def build_trainer(
         pad_to_multiple_of=training_args.pad_to_multiple_of,
         return_flash_kwargs=padding_free and use_flash,
     )
-    if hasattr(train_dataset, "filter") and not isinstance(train_dataset, torch.utils.data.IterableDataset):
-        try:
-            train_dataset = drop_overlong(
-                train_dataset, processor, ours.template, training_args.max_length, training_args.dataset_num_proc
-            )
-        except TypeError:  # an IterableDataset: the collator skips (and counts) instead
-            pass
+    group = training_args.train_sampling_strategy == "group_by_length"
+    if isinstance(train_dataset, Dataset):
+        has_lengths = training_args.length_column_name in train_dataset.column_names
+        train_dataset = drop_overlong(
+            train_dataset,
+            processor,
+            ours.template,
+            training_args.max_length,
+            training_args.dataset_num_proc,
+            add_lengths=group and not has_lengths,
+        )
+        if group and not has_lengths and training_args.length_column_name != "length":
+            train_dataset = train_dataset.rename_column("length", training_args.length_column_name)
+    # an IterableDataset is not filtered: the collator skips (and counts) samples whose images cannot fit
 
     peft_config = None
     if model_args.use_peft:
