@@ -192,6 +192,38 @@ def test_image_check_decodes_all_data(tmp_path, fmt, keep):
     assert check_image_file(str(cut))[0] == "truncated_image"
 
 
+CRASHING_WORKER = """
+import os, sys
+sys.path.insert(0, {folder!r})
+import _image_worker as real
+check = real.check_image_file
+real.check_image_file = lambda path: os._exit(139) if "boom" in path else check(path)  # a decoder crash
+real.main()
+"""
+
+
+def test_image_worker_crash_is_contained(tmp_path, monkeypatch):
+    import transformers_sharegpt4v.corpora.images as images
+
+    root = _make_root(tmp_path)
+    shutil.copy(root / "coco/train2017/dog.jpg", root / "coco/train2017/boom.jpg")
+    script = tmp_path / "crashing_worker.py"
+    script.write_text(CRASHING_WORKER.format(folder=str(Path(images.__file__).parent)))
+    monkeypatch.setattr(images, "WORKER_SCRIPT", str(script))
+    paths = ["coco/train2017/dog.jpg", "coco/train2017/boom.jpg", "wikiart/images/truncated.jpg", "coco/none.jpg"]
+    with images.ImageChecker(root, num_workers=1, batch_size=2) as checker:
+        checker.submit(paths)
+        results = [checker.result(path) for path in paths]
+        assert checker.workers_restarted == 1
+        assert checker.result("coco/train2017/cats.jpg") is None  # the replacement worker works
+        pid = checker._workers[0].process.pid
+        checker._workers[0].process.kill()  # a worker killed from outside: its batch is redone
+        checker._workers[0].process.wait()
+        assert checker.result("sam/images/water.jpg") is None and checker._workers[0].process.pid != pid
+    assert results[0] is None and results[1][0] == "unreadable_image" and "crashed" in results[1][1]
+    assert results[2][0] == "truncated_image" and results[3][0] == "missing_image"
+
+
 # ------------------------------------------------------------------------------------------ message format
 
 

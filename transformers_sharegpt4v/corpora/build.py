@@ -1,8 +1,8 @@
 """Build a `datasets`-loadable folder (parquet shards + dataset card + report.json) from LLaVA JSON corpora.
 
 Flow: each JSON file is streamed record by record (reader.py) -> shape and content checks and the duplicate
-check run in this process (records.py) -> the distinct image paths of a batch of records go to the worker
-pool (images.py) while the next batch is read -> the records of a checked batch become rows and are
+check run in this process (records.py) -> the distinct image paths of a batch of records go to the image
+worker processes (images.py) while the next batch is read -> the records of a checked batch become rows and are
 appended to the current parquet shard (pyarrow, set up as `datasets` writes parquet). Nothing grows with
 the corpus except the set of seen ids and the per-path check cache. Skipped records are appended to one temporary file per
 reason and gathered into report.json at the end.
@@ -349,7 +349,7 @@ def build_corpus(
             pending.append(batch)
             while pending:
                 write_batch(pending.popleft())
-            files_checked = checker.files_checked
+            files_checked, restarts = checker.files_checked, checker.workers_restarted
         shards = writer.close()
         bar.close()
         seconds = time.perf_counter() - started
@@ -363,6 +363,7 @@ def build_corpus(
             "num_bytes": writer.num_bytes,
             "records_skipped": sum(skips.counts.values()),
             "image_files_checked": files_checked,
+            "image_worker_crashes": restarts,
             "sources": dict(sources.most_common()),
             "skipped_counts": dict(sorted(skips.counts.items())),
             "skip_reasons": SKIP_REASONS,
