@@ -11,6 +11,7 @@ A recipe holds the keys `trl sft` takes (ScriptArguments, SFTConfig, ModelConfig
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 
@@ -32,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from .trainer import train
 
     script_args, training_args, model_args, ours = parse_recipe(argv)
+    _log_to_stderr(logging.INFO if training_args.should_log else logging.WARNING)
     trainer = train(script_args, training_args, model_args, ours)
     losses = [entry["train_loss"] for entry in trainer.state.log_history if "train_loss" in entry]
     loss = f", train loss {losses[-1]:.4f}" if losses else ""
@@ -41,6 +43,16 @@ def run(args: argparse.Namespace) -> int:
         f"collator, final model in {training_args.output_dir}."
     )
     return 0
+
+
+def _log_to_stderr(level: int) -> None:
+    """Show this package's log lines (stage policy, packing, skipped samples) at the trainer's log level."""
+    package = logging.getLogger("transformers_sharegpt4v")
+    if not package.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[sharegpt4v] %(message)s"))
+        package.addHandler(handler)
+    package.setLevel(level)
 
 
 def main(argv: list[str] | None = None) -> int:

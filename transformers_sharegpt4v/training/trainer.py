@@ -185,7 +185,7 @@ def build_trainer(
     text_attn = model.config.get_text_config()._attn_implementation
     use_flash = text_attn in ("flash_attention_2", "flash_attention_3")
     if padding_free and use_sdpa_varlen(model):
-        logger.warning("padding_free: the language model attends per packed sample (sdpa_varlen, see varlen.py).")
+        logger.info("padding_free: the language model attends per packed sample (sdpa_varlen, see varlen.py).")
     collator = ShareGPT4VDataCollator(
         processor=processor,
         chat_template=ours.template,
@@ -198,14 +198,15 @@ def build_trainer(
     group = training_args.train_sampling_strategy == "group_by_length"
     if isinstance(train_dataset, Dataset):
         has_lengths = training_args.length_column_name in train_dataset.column_names
-        train_dataset = drop_overlong(
-            train_dataset,
-            processor,
-            ours.template,
-            training_args.max_length,
-            training_args.dataset_num_proc,
-            add_lengths=group and not has_lengths,
-        )
+        with training_args.main_process_first(desc="measuring the dataset"):  # one process fills the cache
+            train_dataset = drop_overlong(
+                train_dataset,
+                processor,
+                ours.template,
+                training_args.max_length,
+                training_args.dataset_num_proc,
+                add_lengths=group and not has_lengths,
+            )
         if group and not has_lengths and training_args.length_column_name != "length":
             train_dataset = train_dataset.rename_column("length", training_args.length_column_name)
     # an IterableDataset is not filtered: the collator skips (and counts) samples whose images cannot fit
@@ -215,8 +216,8 @@ def build_trainer(
         peft_config = peft_config_for(model_args, ours.stage)
     else:
         report = apply_stage_policy(model, ours.stage, ours.vision_trainable_from_layer)
-        logger.warning("Trainable parameters\n%s", report.summary())
-    logger.warning(
+        logger.info("Trainable parameters\n%s", report.summary())
+    logger.info(
         "stage %s: template %s, pad to square %s, max_length %s text tokens (+575 per image), %s",
         ours.stage,
         ours.template,
