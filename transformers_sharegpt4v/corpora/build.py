@@ -232,6 +232,118 @@ def _prepare_output(output_dir: Path, overwrite: bool) -> None:
     (output_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
 
 
+class _Builder:
+    """The state of one build, shared by validation (while reading) and writing (once images are checked)."""
+
+    def __init__(self, output_dir: Path, checker: ImageChecker, embed_images: bool, max_shard_bytes: int) -> None:
+        self.checker = checker
+        self.embed_images = embed_images
+        self.skips = _SkipLog(output_dir)
+        self.writer = _ShardWriter(
+            output_dir / DATA_DIR, corpus_features(), 100 if embed_images else 1000, max_shard_bytes
+        )
+        self.sources: Counter[str] = Counter()
+        self.caption_stats = CaptionStats(full=False)
+        self.seen_ids: set[str] = set()
+        self.inputs: list[dict[str, Any]] = []
+        self.records_read = 0
+
+    def validate(self, obj: Any, file: str, index: int) -> Record | None:
+        """The record if it passes every check that needs no image file, else None (skipped and logged)."""
+        try:
+            if isinstance(obj, MalformedRecord):
+                raise InvalidRecord("malformed_json", obj.error)
+            record = parse_record(obj)
+            if record.id in self.seen_ids:
+                raise InvalidRecord(
+                    "duplicate_id", f"id {record.id!r} was seen before (only the first record of an id is considered)"
+                )
+            self.seen_ids.add(record.id)
+            check_record(record)
+        except InvalidRecord as invalid:
+            record_id = obj.id if isinstance(obj, MalformedRecord) else _id_of(obj)
+            self.skips.add(invalid.reason, record_id, file, index, invalid.detail)
+            return None
+        self.checker.submit(record.images)
+        return record
+
+    def write(self, batch: list[tuple[Record, str, int]]) -> None:
+        """Write the records of `batch` whose images all passed their checks; skip and log the others."""
+        for record, file, index in batch:
+            failure = next(filter(None, map(self.checker.result, record.images)), None)
+            if failure is not None:
+                self.skips.add(failure[0], record.id, file, index, failure[1])
+                continue
+            row, size = self._row(record)
+            self.writer.add(row, size)
+            self.sources[row["source"]] += 1
+            for turn in record.conversations[1::2]:
+                self.caption_stats.add(record.id, turn["value"])
+
+    def _row(self, record: Record) -> tuple[dict[str, Any], int]:
+        images, size = [], sum(len(turn["value"]) for turn in record.conversations)
+        for path in record.images:
+            full_path = self.checker.full_path(path)
+            if self.embed_images:
+                data = Path(full_path).read_bytes()
+                images.append({"path": path, "bytes": data})
+                size += len(data)
+            else:
+                images.append({"path": full_path, "bytes": None})
+        messages = conversations_to_messages(record.conversations)
+        return {"id": record.id, "images": images, "messages": messages, "source": source_of(record.images)}, size
+
+    def read(self, json_file: str | os.PathLike, batch_size: int, bar: tqdm) -> None:
+        """Validate the records of one file; write them a batch behind, so that the image checks of a batch run
+        in the workers while the next batch is read."""
+        file, reader = str(json_file), JSONListReader(json_file)
+        pending: deque[list[tuple[Record, str, int]]] = deque()
+        batch: list[tuple[Record, str, int]] = []
+        count, done_before = 0, bar.n
+        for index, obj in reader:
+            count += 1
+            record = self.validate(obj, file, index)
+            if record is None:
+                continue
+            batch.append((record, file, index))
+            if len(batch) >= batch_size:
+                pending.append(batch)
+                batch = []
+                if len(pending) > 1:
+                    self.write(pending.popleft())
+                bar.update(done_before + reader.bytes_read - bar.n)
+                bar.set_postfix(kept=self.writer.rows_written, skipped=sum(self.skips.counts.values()), refresh=False)
+        for remaining in (*pending, batch):
+            self.write(remaining)
+        bar.update(done_before + reader.bytes_read - bar.n)
+        self.records_read += count
+        self.inputs.append(
+            {"file": file, "records": count}
+            | ({"text_after_list": reader.trailing_text} if reader.trailing_text else {})
+            | ({"unterminated": True} if reader.unterminated else {})
+        )
+
+    def report(self, command: str, shards: list[str], seconds: float) -> dict[str, Any]:
+        return {
+            "command": command,
+            "inputs": self.inputs,
+            "image_root": self.checker.root,
+            "embed_images": self.embed_images,
+            "records_read": self.records_read,
+            "records_written": self.writer.rows_written,
+            "num_bytes": self.writer.num_bytes,
+            "records_skipped": sum(self.skips.counts.values()),
+            "image_files_checked": self.checker.files_checked,
+            "image_worker_crashes": self.checker.workers_restarted,
+            "sources": dict(self.sources.most_common()),
+            "skipped_counts": dict(sorted(self.skips.counts.items())),
+            "skip_reasons": SKIP_REASONS,
+            "caption_stats": self.caption_stats.summary(),
+            "shards": shards,
+            "seconds": round(seconds, 2),
+        }
+
+
 def build_corpus(
     json_files: str | os.PathLike | Sequence[str | os.PathLike],
     image_root: str | os.PathLike,
@@ -261,129 +373,35 @@ def build_corpus(
     for path in json_files:
         if not Path(path).is_file():
             raise ValueError(f"Corpus file {path} does not exist.")
-    image_root = Path(image_root)
-    if not image_root.is_dir():
+    if not Path(image_root).is_dir():
         raise ValueError(f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ...")
     output_dir = Path(output_dir)
     _prepare_output(output_dir, overwrite)
-    features = corpus_features()
-    root = os.path.abspath(image_root)
     command = command or _default_command(json_files, image_root, output_dir, embed_images, push_to_hub)
-
-    skips = _SkipLog(output_dir)
-    writer = _ShardWriter(output_dir / DATA_DIR, features, 100 if embed_images else 1000, max_shard_bytes)
-    sources: Counter[str] = Counter()
-    caption_stats = CaptionStats(full=False)
-    seen_ids: set[str] = set()
-    inputs, records_read = [], 0
-
-    def write_batch(batch: list[tuple[Record, str, int]]) -> None:
-        for record, file, index in batch:
-            failure = None
-            for path in record.images:
-                failure = checker.result(path)
-                if failure is not None:
-                    break
-            if failure is not None:
-                skips.add(failure[0], record.id, file, index, failure[1])
-                continue
-            images, size = [], 0
-            for path in record.images:
-                if embed_images:
-                    data = Path(checker.full_path(path)).read_bytes()
-                    images.append({"path": path, "bytes": data})
-                    size += len(data)
-                else:
-                    images.append({"path": checker.full_path(path), "bytes": None})
-            messages = conversations_to_messages(record.conversations)
-            size += sum(len(turn["value"]) for turn in record.conversations)
-            source = source_of(record.images)
-            writer.add({"id": record.id, "images": images, "messages": messages, "source": source}, size)
-            sources[source] += 1
-            for turn in record.conversations[1::2]:
-                caption_stats.add(record.id, turn["value"])
 
     total_bytes = sum(Path(path).stat().st_size for path in json_files)
     bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not progress)
-    try:
-        with frozen_gc(), ImageChecker(root, num_workers) as checker:
-            pending: deque[list[tuple[Record, str, int]]] = deque()
-            batch: list[tuple[Record, str, int]] = []
+    with frozen_gc(), ImageChecker(image_root, num_workers) as checker:
+        builder = _Builder(output_dir, checker, embed_images, max_shard_bytes)
+        try:
             for json_file in json_files:
-                file = str(json_file)
-                reader = JSONListReader(json_file)
-                count, done_before = 0, bar.n
-                for index, obj in reader:
-                    count += 1
-                    try:
-                        if isinstance(obj, MalformedRecord):
-                            raise InvalidRecord("malformed_json", obj.error)
-                        record = parse_record(obj)
-                        if record.id in seen_ids:
-                            raise InvalidRecord(
-                                "duplicate_id",
-                                f"id {record.id!r} was seen before (only the first record of an id is considered)",
-                            )
-                        seen_ids.add(record.id)
-                        check_record(record)
-                    except InvalidRecord as invalid:
-                        record_id = obj.id if isinstance(obj, MalformedRecord) else _id_of(obj)
-                        skips.add(invalid.reason, record_id, file, index, invalid.detail)
-                        continue
-                    checker.submit(record.images)
-                    batch.append((record, file, index))
-                    if len(batch) >= batch_size:
-                        pending.append(batch)
-                        batch = []
-                        while len(pending) > 1:  # keep one batch checking in the workers while reading on
-                            write_batch(pending.popleft())
-                        bar.update(done_before + reader.bytes_read - bar.n)
-                        bar.set_postfix(kept=writer.rows_written, skipped=sum(skips.counts.values()), refresh=False)
-                bar.update(done_before + reader.bytes_read - bar.n)
-                records_read += count
-                inputs.append(
-                    {"file": file, "records": count}
-                    | ({"text_after_list": reader.trailing_text} if reader.trailing_text else {})
-                    | ({"unterminated": True} if reader.unterminated else {})
-                )
-            pending.append(batch)
-            while pending:
-                write_batch(pending.popleft())
-            files_checked, restarts = checker.files_checked, checker.workers_restarted
-        shards = writer.close()
-        bar.close()
-        seconds = time.perf_counter() - started
-        report = {
-            "command": command,
-            "inputs": inputs,
-            "image_root": root,
-            "embed_images": embed_images,
-            "records_read": records_read,
-            "records_written": writer.rows_written,
-            "num_bytes": writer.num_bytes,
-            "records_skipped": sum(skips.counts.values()),
-            "image_files_checked": files_checked,
-            "image_worker_crashes": restarts,
-            "sources": dict(sources.most_common()),
-            "skipped_counts": dict(sorted(skips.counts.items())),
-            "skip_reasons": SKIP_REASONS,
-            "caption_stats": caption_stats.summary(),
-            "shards": shards,
-            "seconds": round(seconds, 2),
-        }
-        _write_report(output_dir / REPORT_FILE, report, skips)
-    finally:
-        skips.close()
-        bar.close()
+                builder.read(json_file, batch_size, bar)
+            shards = builder.writer.close()
+            bar.close()
+            report = builder.report(command, shards, time.perf_counter() - started)
+            _write_report(output_dir / REPORT_FILE, report, builder.skips)
+        finally:
+            builder.skips.close()
+            bar.close()
     write_dataset_card(output_dir, report)
     result = BuildResult(
         output_dir,
-        records_read,
+        report["records_read"],
         report["records_written"],
-        dict(skips.counts),
+        report["skipped_counts"],
         report["sources"],
         shards,
-        seconds,
+        report["seconds"],
         report,
     )
     if push_to_hub:
