@@ -301,10 +301,11 @@ def test_load_dataset_gives_trl_rows_with_resolvable_images(built, monkeypatch, 
 
 def test_rows_feed_trl_multimodal_preparation(built):
     from datasets import load_dataset
-    from trl.data_utils import prepare_multimodal_messages
+    from trl.data_utils import is_conversational, prepare_multimodal_messages
 
     folder = built[0]
     row = load_dataset(str(folder / "out"), split="train")[0]
+    assert is_conversational(row)
     messages = prepare_multimodal_messages(row["messages"], row["images"])
     assert messages[0]["content"][0]["type"] == "image"
     assert messages[0]["content"][0]["image"] is row["images"][0]
