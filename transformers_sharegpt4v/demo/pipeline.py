@@ -63,8 +63,8 @@ class DemoSettings:
     n_pretrain: int = 3000
     n_finetune: int = 1200
     n_test: int = 100
-    pretrain_steps: int = 400
-    finetune_steps: int = 250
+    pretrain_steps: int = 500
+    finetune_steps: int = 150
     batch_size: int = 16
     image_size: int = 64
     patch_size: int = 32
@@ -182,7 +182,12 @@ def _train_tokenizer(settings: DemoSettings, corpora: dict[str, Path]) -> Path:
     import sentencepiece as spm
     from transformers import LlamaTokenizer
 
-    texts = ["A chat between a curious user and an artificial intelligence assistant. USER: ASSISTANT:"]
+    # The vicuna_v1 system prompt and roles are in every stage-2 sample: whole words keep sequences short.
+    system = (
+        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+        "detailed, and polite answers to the user's questions. USER: ASSISTANT:"
+    )
+    texts = [system] * 200
     for path in corpora.values():
         for record in json.loads(path.read_text()):
             texts += [turn["value"].replace("<image>\n", "") for turn in record["conversations"]]
@@ -190,7 +195,7 @@ def _train_tokenizer(settings: DemoSettings, corpora: dict[str, Path]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=400, model_type="bpe", byte_fallback=True,
+        sentence_iterator=iter(texts), model_writer=model, vocab_size=1000, model_type="bpe", byte_fallback=True,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2, character_coverage=1.0, hard_vocab_limit=False,
     )  # fmt: skip
     (folder / "tokenizer.model").write_bytes(model.getvalue())
@@ -330,7 +335,7 @@ def evaluate(settings: DemoSettings, model_dir: Path, world: dict[str, list[Scen
         for i in range(len(world["test"])):
             os.link(settings.output / "data" / "images" / f"test_{i:05d}.png", test_images / f"test_{i:05d}.png")
     summary = caption_images(
-        str(model_dir), test_images, captions_dir, prompt=CAPTION_PROMPT, max_new_tokens=96,
+        str(model_dir), test_images, captions_dir, prompt=CAPTION_PROMPT, max_new_tokens=80,
         batch_size=32, num_workers=0, progress=False,
     )  # fmt: skip
     rows = pd.concat(pd.read_parquet(p) for p in sorted((captions_dir / "data").glob("*.parquet")))
