@@ -526,6 +526,7 @@ def test_trl_vision_collator_with_assistant_only_loss_gives_our_labels(tiny_run,
     ours = _collator(processor, max_length=None)(rows)
     assert torch.equal(trl_batch["input_ids"], ours["input_ids"])
     assert torch.equal(trl_batch["labels"], ours["labels"])
+    assert torch.equal(trl_batch["pixel_values"], ours["pixel_values"])  # pad to square, as stage 2
 
 
 def test_trl_sft_cli_on_a_plugin_checkpoint_without_the_plugin(tiny_run, tmp_path):
