@@ -18,9 +18,11 @@ block-diagonal causal mask from the position ids for sdpa/eager (`masking_utils.
 and varlen flash-attention reads the sequence boundaries from them, so no token attends to another sample.
 The first label of every sample is -100 (it would be predicted from the previous sample's last token);
 it is BOS, already ignored. The packed batch carries `use_cache=False`: transformers only looks for packed
-sequences when there is no KV cache, and a model called in eval mode would otherwise make one. With `return_flash_kwargs=True` (CUDA + flash_attention_2) the batch also
-carries `cu_seq_lens_q/k` and `max_length_q/k`, computed here on the CPU, as TRL's own padding-free
-collator does, to spare the device-to-host syncs.
+sequences when there is no KV cache, and a model called in eval mode would otherwise make one.
+`return_flash_kwargs=True` also returns `cu_seq_lens_q/k` and `max_length_q/k` (computed on the CPU, as TRL's padding-free collator does, to spare device-to-host syncs); `build_trainer`
+does not use it, because LlavaModel passes these kwargs on to the vision tower as well, whose flash
+attention would then split the image tokens at the text's boundaries. Flash-attention finds the samples
+from `position_ids` without them.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class ShareGPT4VDataCollator:
             None: no truncation.
         padding_free: pack the batch into one row with per-sample `position_ids` (see the module docstring).
         pad_to_multiple_of: padded mode only.
-        return_flash_kwargs: padding-free only: also return `cu_seq_lens_q/k`, `max_length_q/k`.
+        return_flash_kwargs: padding-free only: also return `cu_seq_lens_q/k`, `max_length_q/k` (only safe
+            when the vision tower does not run flash attention; see the module docstring).
 
     After a call, `last_stats` holds the batch's sample, real-token and padded-token counts; `skipped` counts
     the samples dropped because their images did not fit in `max_length`.

@@ -8,8 +8,8 @@ TRL's SFTTrainer is used as is, with three things of ours passed in:
 - the trainable-parameter policy of the stage (`apply_stage_policy`), applied before the trainer builds
   its optimizer (or, with `use_peft`, LoRA on the LLM plus the projector as a fully trained module);
 - with `padding_free` on sdpa, the language model attends per packed sample (`sdpa_varlen`, varlen.py)
-  instead of through a (total x total) block-diagonal mask; on CUDA with flash-attention the collator also
-  passes `cu_seq_lens_q/k` for the varlen kernel;
+  instead of through a (total x total) block-diagonal mask; on CUDA, flash-attention's varlen kernel
+  reads the sample boundaries from the position ids;
 - `ShareGPT4VTrainer.log` adds throughput: samples/s and tokens/s (real tokens, image positions included,
   padding excluded) over the steps since the previous log line, summed over processes.
 
@@ -182,8 +182,9 @@ def build_trainer(
         training_args.assistant_only_loss = False
         training_args.completion_only_loss = None
 
-    text_attn = model.config.get_text_config()._attn_implementation
-    use_flash = text_attn in ("flash_attention_2", "flash_attention_3")
+    # flash-attention finds the packed samples from position_ids itself (prepare_fa_kwargs_from_position_ids).
+    # cu_seq_lens are NOT passed: LlavaModel forwards its kwargs to the vision tower too, whose flash attention
+    # would then split the image tokens at the text's boundaries.
     if padding_free and use_sdpa_varlen(model):
         logger.info("padding_free: the language model attends per packed sample (sdpa_varlen, see varlen.py).")
     collator = ShareGPT4VDataCollator(
@@ -193,7 +194,7 @@ def build_trainer(
         max_length=training_args.max_length,
         padding_free=padding_free,
         pad_to_multiple_of=training_args.pad_to_multiple_of,
-        return_flash_kwargs=padding_free and use_flash,
+        return_flash_kwargs=False,
     )
     group = training_args.train_sampling_strategy == "group_by_length"
     if isinstance(train_dataset, Dataset):
