@@ -389,6 +389,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """Run the whole miniature and write OUTPUT/report.md; returns the numbers of the report."""
     from .report import write_report
 
+    if settings.num_seeds < 1:
+        raise ValueError(f"num_seeds must be at least 1, got {settings.num_seeds}.")
     started = time.perf_counter()
     settings.output.mkdir(parents=True, exist_ok=True)
     steps = ["world", "corpora", "checkpoints"] + [f"seed {s}" for s in settings.seeds] + ["report"]
