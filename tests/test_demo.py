@@ -45,6 +45,9 @@ def test_fast_demo_end_to_end(tmp_path):
         model_dir = out / "runs" / "seed0" / variant / "finetune"
         assert {"modeling_sharegpt4v.py", "processing_sharegpt4v.py"} <= {p.name for p in model_dir.iterdir()}
         assert "AutoModelForCausalLM" in json.loads((model_dir / "config.json").read_text())["auto_map"]
+        # `sharegpt4v train` keeps the loss log beside the model: the report's training curves come from it
+        history = json.loads((model_dir / "trainer_state.json").read_text())["log_history"]
+        assert any("loss" in entry for entry in history)
     assert 0.0 < numbers["baselines"]["caption_f1_chance"] < 1.0
 
     # the corpora are real ShareGPT4V JSON, the datasets were built from them, the recipes were kept

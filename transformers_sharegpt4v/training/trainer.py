@@ -219,11 +219,12 @@ def build_trainer(
         report = apply_stage_policy(model, ours.stage, ours.vision_trainable_from_layer)
         logger.info("Trainable parameters\n%s", report.summary())
     logger.info(
-        "stage %s: template %s, pad to square %s, max_length %s text tokens (+575 per image), %s",
+        "stage %s: template %s, pad to square %s, max_length %s text tokens (+%d per image), %s",
         ours.stage,
         ours.template,
         ours.do_pad,
         training_args.max_length,
+        processor.image_seq_length - 1,
         "padding-free packing" if padding_free else "padded batches",
     )
     return ShareGPT4VTrainer(
@@ -243,6 +244,7 @@ def train(
     trainer = build_trainer(script_args, training_args, model_args, ours)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()  # trainer_state.json (the loss log) beside the final model
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=script_args.dataset_name)
     collator = trainer.data_collator
