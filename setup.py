@@ -15,7 +15,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["transformers_sharegpt4v", "transformers_sharegpt4v.*"]),
     include_package_data=True,
-    package_data={"transformers_sharegpt4v": ["chat_templates/*.jinja", "recipes/*.yaml"]},
+    package_data={"transformers_sharegpt4v": ["chat_templates/*.jinja"]},
     install_requires=[
         # CPU wheels: `pip install torch==2.13.0` first on CPU-only machines; GPU users install the CUDA
         # build of their choice (see README). A range keeps either satisfied without a re-install.
