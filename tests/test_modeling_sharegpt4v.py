@@ -340,6 +340,12 @@ def test_auto_classes_with_plugin_installed(tmp_path, tiny_model):
     assert type(AutoModel.from_pretrained(tmp_path)) is ShareGPT4VModel
     assert type(AutoModelForCausalLM.from_pretrained(tmp_path)) is ShareGPT4VForCausalLM
     assert type(AutoModelForImageTextToText.from_pretrained(tmp_path)) is ShareGPT4VForCausalLM
+    from transformers import AutoImageProcessor
+
+    from transformers_sharegpt4v import ShareGPT4VImageProcessor
+
+    ShareGPT4VImageProcessor().save_pretrained(tmp_path)
+    assert type(AutoImageProcessor.from_pretrained(tmp_path)) is ShareGPT4VImageProcessor
 
 
 def run_without_plugin(code: str, cwd) -> subprocess.CompletedProcess:

@@ -30,7 +30,7 @@ AutoConfig.register(ShareGPT4VConfig.model_type, ShareGPT4VConfig, exist_ok=True
 AutoModel.register(ShareGPT4VConfig, ShareGPT4VModel, exist_ok=True)
 AutoModelForCausalLM.register(ShareGPT4VConfig, ShareGPT4VForCausalLM, exist_ok=True)
 AutoModelForImageTextToText.register(ShareGPT4VConfig, ShareGPT4VForCausalLM, exist_ok=True)
-AutoImageProcessor.register(ShareGPT4VConfig, ShareGPT4VImageProcessor, exist_ok=True)
+AutoImageProcessor.register(ShareGPT4VConfig, image_processor_classes={"pil": ShareGPT4VImageProcessor}, exist_ok=True)
 AutoProcessor.register(ShareGPT4VConfig, ShareGPT4VProcessor, exist_ok=True)
 
 __all__ = [
