@@ -118,6 +118,38 @@ def test_model_and_processor_push_to_hub_carry_code_and_load_back(checkpoint, tm
         load_back_without_plugin(hub, "test-user/pushed", inputs, tmp_path)
 
 
+def test_cli_push_to_a_new_branch_creates_it_and_leaves_main_alone(checkpoint, tmp_path):
+    folder, _ = checkpoint
+    repo = "test-user/ShareGPT4V-branch"
+    with LocalHub(tmp_path / "hub") as hub:
+        run_with_hub(hub, f"from huggingface_hub import HfApi\nHfApi().create_repo({repo!r})\n", cwd=tmp_path)
+        main_files, main_sha = hub.list_files(repo), hub.repo_sha(repo)
+        result = run_with_hub(hub, ["sharegpt4v", "push", str(folder), repo, "--revision", "stage-2"], cwd=tmp_path)
+        assert "Pushed" in result.stdout
+        assert "config.json" in hub.list_files(repo, revision="stage-2")
+        assert hub.list_files(repo) == main_files and hub.repo_sha(repo) == main_sha
+        # The branch starts at main: main's commit is the parent of the pushed one.
+        assert [c["id"] for c in hub.commits(repo, revision="stage-2")][1:] == [c["id"] for c in hub.commits(repo)]
+        # Pushing again to the now existing branch works too (exist_ok), and to a fresh repo's new branch.
+        (folder / "extra.txt").write_text("more\n")
+        try:
+            run_with_hub(hub, ["sharegpt4v", "push", str(folder), repo, "--revision", "stage-2"], cwd=tmp_path)
+        finally:
+            (folder / "extra.txt").unlink()
+        assert "extra.txt" in hub.list_files(repo, revision="stage-2") and "extra.txt" not in hub.list_files(repo)
+        run_with_hub(hub, ["sharegpt4v", "push", str(folder), "test-user/fresh", "--revision", "dev"], cwd=tmp_path)
+        assert "config.json" in hub.list_files("test-user/fresh", revision="dev")
+        assert "config.json" not in hub.list_files("test-user/fresh")
+
+
+def test_cli_push_errors_go_to_stderr(tmp_path):
+    with LocalHub(tmp_path / "hub") as hub:
+        result = run_with_hub(hub, ["sharegpt4v", "push", str(tmp_path), "test-user/x"], cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert "sharegpt4v push: error:" in result.stderr and "no config.json" in result.stderr
+    assert result.stdout == ""
+
+
 def test_push_refuses_incomplete_folders(checkpoint, tmp_path):
     folder, _ = checkpoint
     with pytest.raises(ValueError, match="no config.json"):

@@ -12,6 +12,7 @@ import argparse
 import datetime
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -185,6 +186,10 @@ def push_checkpoint(
         )
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    if revision is not None and not revision.startswith("refs/"):
+        # upload_folder commits only to an existing branch: create it (from main) the first time. Pull-request
+        # refs (refs/pr/N) exist already and cannot be created.
+        api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
     commit = api.upload_folder(
         folder_path=folder,
         repo_id=repo_id,
@@ -203,7 +208,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id, e.g. your-name/ShareGPT4V-7B")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
-    parser.add_argument("--revision", default=None, help="branch to push to")
+    parser.add_argument("--revision", default=None, help="branch to push to (created from main if it does not exist)")
     parser.add_argument("--commit-message", default=None)
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     parser.add_argument("--license", default=None, help="license field of the model card written if none exists")
@@ -223,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
             license=args.license,
         )
     except ValueError as error:
-        print(f"sharegpt4v push: error: {error}")
+        print(f"sharegpt4v push: error: {error}", file=sys.stderr)
         return 2
     files = sum(1 for p in Path(args.folder).iterdir() if p.is_file())
     print(f"Pushed {args.folder} ({files} files) to {args.repo_id}: {url}")
