@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_config_kwargs
+from conftest import FIXTURE_IMAGES, tiny_config_kwargs
 from safetensors import safe_open
 from transformers import (
     AutoTokenizer,
@@ -194,8 +194,13 @@ def test_plugin_folder_has_padding_processor_and_remote_code(plugin_dir):
     assert processor.tokenizer.convert_tokens_to_ids("<image>") == IMAGE_ID
 
 
-def test_round_trip_plugin_llava_hf_plugin_is_bit_exact(llava_hf_dir, plugin_dir, tmp_path):
-    hf = convert_checkpoint(plugin_dir, tmp_path / "hf", to="llava-hf")
+def test_round_trip_plugin_llava_hf_plugin_is_bit_exact(llava_hf_dir, plugin_dir, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="transformers_sharegpt4v.conversion"):
+        hf = convert_checkpoint(plugin_dir, tmp_path / "hf", to="llava-hf")
+    # A plugin source's (vicuna_v1) template is replaced by the one written for whole-string tokenization.
+    shipped = REPO / "transformers_sharegpt4v" / "chat_templates" / "vicuna_v1_llava_hf.jinja"
+    assert LlavaProcessor.from_pretrained(hf).chat_template == shipped.read_text(encoding="utf-8")
+    assert "chat template" not in caplog.text  # the plugin's template was the shipped vicuna_v1: nothing lost
     back = convert_checkpoint(hf, tmp_path / "back")
     original, exported, returned = all_tensors(plugin_dir), all_tensors(hf), all_tensors(back)
     # The export uses the llava-hf Hub key layout (what vLLM / SGLang / llava-hf/llava-1.5-7b-hf use).
@@ -253,7 +258,9 @@ def test_cli_convert_and_dtype(plugin_dir, tmp_path, capsys):
     assert json.loads((tmp_path / "bf16" / "config.json").read_text())["dtype"] == "bfloat16"
     # An existing non-empty destination is refused, with the reason.
     assert cli_main(["convert", str(plugin_dir), str(tmp_path / "bf16")]) == 2
-    assert "not empty" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "sharegpt4v convert: error:" in captured.err and "not empty" in captured.err
+    assert captured.out == ""  # errors go to stderr, not into the output a script may parse
 
 
 def test_sharded_output_with_index(plugin_dir, tmp_path):
@@ -763,3 +770,149 @@ def test_converted_processor_feeds_the_ids_the_original_code_fed(converted_origi
     assert processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False).endswith(
         "USER: <image>\nWhat is in the image? ASSISTANT:"
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# llava-hf export: its chat template + LlavaProcessor's whole-string tokenization give the original ids
+# ----------------------------------------------------------------------------------------------------------
+
+SYSTEM_V1 = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions."
+)
+
+
+def _user(*parts: str | None) -> dict:
+    """A user message; None stands for an image part."""
+    return {
+        "role": "user",
+        "content": [{"type": "image"} if p is None else {"type": "text", "text": p} for p in parts],
+    }
+
+
+def _assistant(text: str) -> dict:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+# (messages, add_generation_prompt, the prompt the original code built: REFERENCE.md "Prompts and labels")
+LLAVA_HF_CASES = [
+    ([_user(None, "What is in the image?")], True, f"{SYSTEM_V1} USER: <image>\nWhat is in the image? ASSISTANT:"),
+    ([_user("Answer with 1 digit: 3 + 4?")], True, f"{SYSTEM_V1} USER: Answer with 1 digit: 3 + 4? ASSISTANT:"),
+    (
+        [
+            _user("Décris l'image, s'il te plaît: 日本語 ✓ 🙂", None),
+            _assistant("Ça va — 0.5 m² ☀, 12 boats"),
+            _user("How many? Answer with 2 digits."),
+            _assistant("42"),
+            _user("And 1000 + 24?"),
+        ],
+        True,
+        f"{SYSTEM_V1} USER: <image>\nDécris l'image, s'il te plaît: 日本語 ✓ 🙂 ASSISTANT: Ça va — 0.5 m² ☀, 12 "
+        "boats</s>USER: How many? Answer with 2 digits. ASSISTANT: 42</s>USER: And 1000 + 24? ASSISTANT:",
+    ),
+    (
+        [_user("Name 3 colours."), _assistant("red, green and blue"), _user("Another 1?")],
+        True,
+        f"{SYSTEM_V1} USER: Name 3 colours. ASSISTANT: red, green and blue</s>USER: Another 1? ASSISTANT:",
+    ),
+    (  # a training-style conversation ending on </s>, no generation prompt
+        [_user(None, "What is in the image?"), _assistant("A dog.")],
+        False,
+        f"{SYSTEM_V1} USER: <image>\nWhat is in the image? ASSISTANT: A dog.</s>",
+    ),
+    (  # the generation prompt right after an answer's </s>
+        [_user("Hi"), _assistant("Hello")],
+        True,
+        f"{SYSTEM_V1} USER: Hi ASSISTANT: Hello</s>ASSISTANT:",
+    ),
+    ([_user(None)], True, f"{SYSTEM_V1} USER: <image> ASSISTANT:"),  # an image and no text
+    (
+        [_user(None, None, "Compare the two images.")],
+        True,
+        f"{SYSTEM_V1} USER: <image>\n<image>\nCompare the two images. ASSISTANT:",
+    ),
+    (  # a custom system message; an empty one and one led by a space (no dummy prefix added by Metaspace)
+        [{"role": "system", "content": "You describe images."}, _user("What is in the image? <image>")],
+        True,
+        "You describe images. USER: <image>\nWhat is in the image? ASSISTANT:",
+    ),
+    ([{"role": "system", "content": ""}, _user(None, "top left")], True, " USER: <image>\ntop left ASSISTANT:"),
+    ([{"role": "system", "content": "  two"}, _user("x")], True, "  two USER: x ASSISTANT:"),
+]
+
+
+@pytest.fixture(scope="module")
+def released_llava_hf(released, tmp_path_factory) -> Path:
+    llm_dir, vit_dir = released
+    return convert_checkpoint(
+        llm_dir, tmp_path_factory.mktemp("released_hf") / "hf", to="llava-hf", vision_tower=vit_dir
+    )
+
+
+@pytest.fixture(scope="module")
+def original_ids(spm_model_file):
+    """The original ids of a prompt (independent SentencePiece computation, tests/test_processing_sharegpt4v.py),
+    with the image sentinel expanded to 576 <image> ids."""
+    from test_processing_sharegpt4v import OriginalLlamaTokenizer, tokenizer_image_token
+
+    tokenizer = OriginalLlamaTokenizer(spm_model_file)
+    return lambda prompt: expand(tokenizer_image_token(prompt, tokenizer))
+
+
+@pytest.mark.parametrize("messages, generation_prompt, prompt", LLAVA_HF_CASES)
+def test_llava_hf_export_chat_template_gives_the_original_ids(
+    released_llava_hf, original_ids, messages, generation_prompt, prompt
+):
+    from PIL import Image
+    from tokenizers import Tokenizer
+
+    processor = LlavaProcessor.from_pretrained(released_llava_hf)
+    text = processor.apply_chat_template(messages, add_generation_prompt=generation_prompt)
+    n_images = prompt.count("<image>")
+    images = [Image.open(path).convert("RGB") for path in sorted(FIXTURE_IMAGES.glob("*.jpg"))[:n_images]]
+    assert len(images) == n_images
+    ids = processor(images=images or None, text=text)["input_ids"][0]
+    expected = original_ids(prompt)
+    assert ids == expected, (text, processor.tokenizer.convert_ids_to_tokens(ids)[-30:])
+    assert ids.count(1) == 1  # one BOS: the tokenizer's
+    # The same with the bare tokenizer.json (what vLLM / SGLang on any transformers version load) ...
+    raw = Tokenizer.from_file(str(released_llava_hf / "tokenizer.json"))
+    assert raw.encode(text.replace("<image>", "<image>" * N_IMAGE)).ids == expected
+    # ... and the rendered text is the original prompt up to the spaces that stand for SentencePiece's
+    # per-piece dummy prefix.
+    assert text.replace("<image> ", "<image>").replace("</s> ", "</s>").removeprefix(" ") == prompt
+
+
+def test_llava_hf_export_random_conversations_give_the_original_ids(released_llava_hf, original_ids):
+    import random
+
+    processor = LlavaProcessor.from_pretrained(released_llava_hf)
+    rng = random.Random(0)
+    words = ["a", "dog", "USER", ":", " ", "  ", "\n", "1", "23", "é", "日本", "🙂", "?", "ASSISTANT", ".", "\t"]
+
+    def text() -> str:
+        return "".join(rng.choice(words) for _ in range(rng.randint(0, 8)))
+
+    for _ in range(150):
+        messages, turns = [], []
+        system = SYSTEM_V1
+        if rng.random() < 0.3:
+            system = text()
+            messages.append({"role": "system", "content": system})
+        for turn in range(rng.randint(1, 3)):
+            question, answer = text(), text()
+            image = turn == 0 and rng.random() < 0.5
+            messages.append(_user(*([None] if image else []), question))
+            turns.append(("<image>\n" + question.strip()).strip() if image else question)
+            messages.append(_assistant(answer))
+            turns.append(answer)
+        generation_prompt = rng.random() < 0.5
+        if generation_prompt:
+            messages, turns = messages[:-1], turns[:-1]
+        prompt = (
+            system + " " + "".join(f"USER: {t} " if i % 2 == 0 else f"ASSISTANT: {t}</s>" for i, t in enumerate(turns))
+        )
+        prompt += "ASSISTANT:" if generation_prompt else ""
+        rendered = processor.apply_chat_template(messages, add_generation_prompt=generation_prompt)
+        ids = processor.tokenizer(rendered.replace("<image>", "<image>" * N_IMAGE))["input_ids"]
+        assert ids == original_ids(prompt), (messages, rendered)

@@ -29,6 +29,7 @@ picks. (Sampling gives the new ids a small probability; they are special tokens 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import math
@@ -36,6 +37,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -806,29 +808,48 @@ def _first_llm_dtype(plan: _Plan) -> torch.dtype:
     return torch.float32
 
 
-def _default_chat_template() -> str | None:
-    """The vicuna_v1 chat template shipped with the package (written by the processor's owners)."""
-    folder = Path(__file__).with_name("chat_templates")
-    for name in ("vicuna_v1.jinja",):
-        if (folder / name).is_file():
-            return (folder / name).read_text(encoding="utf-8")
-    return None
+def _shipped_chat_template(name: str) -> str:
+    """A chat template shipped with the package (chat_templates/{name}.jinja)."""
+    path = Path(__file__).with_name("chat_templates") / f"{name}.jinja"
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: reinstall transformers-sharegpt4v (the package data is incomplete).")
+    return path.read_text(encoding="utf-8")
+
+
+def _default_template(chat_template: str | dict[str, str]) -> str | None:
+    return chat_template.get("default") if isinstance(chat_template, dict) else chat_template
 
 
 def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
     """Plugin: ShareGPT4VProcessor (its chat templates: vicuna_v1 default, plain). llava-hf: LlavaProcessor with
-    LlavaImageProcessor(do_pad=True) and the vicuna_v1 template, which serving engines apply as is."""
+    LlavaImageProcessor(do_pad=True) and the vicuna_v1_llava_hf template, which serving engines apply as is.
+
+    The llava-hf template always replaces the source's: LlavaProcessor (and vLLM / SGLang) tokenize the rendered
+    prompt in one piece and add BOS, so only a template written for that (no BOS, the dummy-prefix spaces made
+    explicit) gives the ids the model was trained on; the plugin's templates assume its split tokenization."""
     kwargs = dict(plan.image_processor_kwargs)
     if to == "llava-hf":
         # Imported here: without torchvision, importing LlavaImageProcessor logs a fallback warning.
         from transformers import LlavaImageProcessor, LlavaProcessor
 
-        chat_template = plan.chat_template if isinstance(plan.chat_template, str) else _default_chat_template()
+        chat_template = _shipped_chat_template("vicuna_v1_llava_hf")
+        if plan.chat_template is not None and _default_template(plan.chat_template) != _shipped_chat_template(
+            "vicuna_v1"
+        ):
+            logger.warning(
+                "The source's chat template is not the shipped vicuna_v1 one; the llava-hf export gets the "
+                "vicuna_v1_llava_hf template instead (LlavaProcessor tokenizes whole strings: a plugin template "
+                "would give other ids). Set processor.chat_template in the export if you need your own."
+            )
 
+        # Only that template ships: the tokenizer's named plugin templates (vicuna_v1, plain: BOS in the text, split
+        # tokenization) would be saved as additional_chat_templates and give other ids here.
+        tokenizer = copy.copy(plan.tokenizer)
+        tokenizer.chat_template = None
         image_processor = LlavaImageProcessor(**kwargs)
         processor = LlavaProcessor(
             image_processor=image_processor,
-            tokenizer=plan.tokenizer,
+            tokenizer=tokenizer,
             patch_size=plan.config.vision_config.patch_size,
             vision_feature_select_strategy=plan.config.vision_feature_select_strategy,
             image_token=IMAGE_TOKEN,
@@ -978,7 +999,7 @@ def run(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
         )
     except ValueError as error:
-        print(f"sharegpt4v convert: error: {error}")
+        print(f"sharegpt4v convert: error: {error}", file=sys.stderr)
         return 2
     files = sorted(p.name for p in dst.iterdir())
     weights = sum(p.stat().st_size for p in dst.glob("*.safetensors"))
