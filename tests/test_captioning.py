@@ -25,9 +25,15 @@ PROMPT = PRESETS["detailed"][0]
 MAX_NEW = 24
 
 
+# A second end token: the tiny model's greedy captions of some images contain it (they stop: finish_reason
+# "eos"), the others run to max_new_tokens ("length"); see test_rows_match_one_image_at_a_time_generate.
+SECOND_EOS = "\u2581intelligence"
+
+
 @pytest.fixture(scope="session")
 def captioner_dir(llama_tokenizer_dir, tmp_path_factory) -> Path:
-    """A saved tiny ShareGPT4V model + processor (tokenizer with <image> = 700, <pad> = 701)."""
+    """A saved tiny ShareGPT4V model + processor (tokenizer with <image> = 700, <pad> = 701); its generation
+    config ends captions at </s> or at SECOND_EOS."""
     from transformers import LlamaTokenizer
 
     from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM, ShareGPT4VProcessor
@@ -38,6 +44,9 @@ def captioner_dir(llama_tokenizer_dir, tmp_path_factory) -> Path:
     config = ShareGPT4VConfig(**tiny_config_kwargs())
     torch.manual_seed(0)
     model = ShareGPT4VForCausalLM(config)
+    second = tokenizer.convert_tokens_to_ids(SECOND_EOS)
+    assert second != tokenizer.unk_token_id
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, second]
     ShareGPT4VProcessor.from_model_config(config, tokenizer).save_pretrained(folder)
     model.save_pretrained(folder)
     return folder
@@ -96,12 +105,13 @@ def reference_captions(model_dir: Path, root: Path, keys: list[str], settings: G
                 no_repeat_ngram_size=settings.no_repeat_ngram_size,
                 pad_token_id=processor.tokenizer.pad_token_id,
             )[0, inputs["input_ids"].shape[1] :].tolist()
-        eos = processor.tokenizer.eos_token_id
-        n = ids.index(eos) if eos in ids else len(ids)
+        eos = model.generation_config.eos_token_id
+        eos = set(eos) if isinstance(eos, list) else {eos}
+        n = next((i for i, token in enumerate(ids) if token in eos), len(ids))
         out[key] = {
             "caption": processor.tokenizer.decode(ids[:n], skip_special_tokens=True).strip(),
             "num_tokens": n,
-            "finish_reason": "eos" if eos in ids else "length",
+            "finish_reason": "eos" if n < len(ids) else "length",
             "degenerate": brute_force_loop(ids[:n]),
         }
     return out
@@ -128,6 +138,10 @@ def test_rows_match_one_image_at_a_time_generate(single_run, captioner_dir, imag
     assert sorted(row["image"] for row in rows) == sorted(GOOD)
     assert set(rows[0]) == {"image", "caption", "num_tokens", "finish_reason", "degenerate", "retried"}
     expected = reference_captions(captioner_dir, image_dir, GOOD, GenerationSettings(max_new_tokens=MAX_NEW))
+    # the fixture exercises both sides of each column that the engine computes from the generated ids
+    assert {want["finish_reason"] for want in expected.values()} == {"eos", "length"}
+    assert {want["degenerate"] for want in expected.values()} == {True, False}
+    assert all(want["caption"] for want in expected.values())
     for row in rows:
         want = expected[row["image"]]
         got = {name: row[name] for name in ("caption", "num_tokens", "finish_reason", "degenerate")}
@@ -193,7 +207,7 @@ def test_rerun_skips_everything_and_refuses_changed_settings(single_run, caption
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert result.returncode == 2, result.stderr
-    assert "already holds captions made with other settings" in result.stdout
+    assert "already holds captions made with other settings" in result.stderr and not result.stdout
 
 
 def test_limit_takes_the_first_images_of_the_listing(captioner_dir, image_dir, tmp_path, single_run):
@@ -208,17 +222,17 @@ def test_limit_takes_the_first_images_of_the_listing(captioner_dir, image_dir, t
     assert {row["image"]: row for row in load_rows(output)} == {key: by_folder[key] for key in listing[1:3]}
 
 
-def test_export_json(single_run, tmp_path):
+def test_export_json(single_run, image_dir, tmp_path):
     output, _ = single_run
     rows = {row["image"]: row for row in load_rows(output)}
     path = tmp_path / "corpus" / "pt.json"
-    written, left_out = export_to_json(output, path, include_degenerate=True)
+    written, left_out, root = export_to_json(output, path, include_degenerate=True)
     records = json.loads(path.read_text())
-    assert (written, left_out) == (6, 0)
+    assert (written, left_out, root) == (6, 0, str(image_dir.resolve()))
     assert [r["image"] for r in records] == sorted(GOOD)
     for record in records:
         assert record == {
-            "id": record["image"].removesuffix(".jpg"),
+            "id": record["image"],
             "image": record["image"],
             "conversations": [
                 {"from": "human", "value": "<image>\n" + PROMPT},
@@ -229,7 +243,7 @@ def test_export_json(single_run, tmp_path):
 
     for record in records:  # valid training records for the corpora package
         check_record(parse_record(record))
-    written, left_out = export_to_json(output, path)
+    written, left_out, _ = export_to_json(output, path)
     kept = [r["image"] for r in json.loads(path.read_text())]
     assert kept == sorted(key for key, row in rows.items() if not row["degenerate"])
     assert left_out == sum(row["degenerate"] for row in rows.values())
@@ -391,6 +405,13 @@ def test_sources_text_file_and_dataset(tmp_path, image_dir):
         [f"{image_dir}/waterview.jpg", f"{image_dir}/more/dog.jpg"],
         1,
     )
+    # a list inside the image folder: absolute paths in it get keys relative to it, like relative lines
+    inside = image_dir / "inside-list.txt"
+    inside.write_text(f"{image_dir}/waterview.jpg\nmore/./dog.jpg\n{image_dir}/more/dog.jpg\nmore/../waterview.jpg\n")
+    source = list_source(inside)
+    assert (source.keys, source.duplicates) == (["waterview.jpg", "more/dog.jpg"], 2)
+    assert source.locators == [str(image_dir / "waterview.jpg"), str(image_dir / "more/dog.jpg")]
+    inside.unlink()
 
     import datasets
 
@@ -490,3 +511,155 @@ def test_hub_dataset_source_through_a_local_hub(captioner_dir, image_dir, tmp_pa
     assert {row["image"]: row["caption"] for row in load_rows(output)} == {n: by_folder[n] for n in GOOD[:2]}
     errors = [json.loads(line) for line in (output / "errors.jsonl").read_text().splitlines()]
     assert [(e["image"], e["source"]) for e in errors] == [("broken.png", "test-user/pictures")]
+
+
+# ------------------------------------------------------------------------------- export feeds `data build`
+
+
+def _build_export(json_path: Path, image_root: str, tmp_path: Path):
+    from transformers_sharegpt4v.corpora import build_corpus
+
+    return build_corpus(json_path, image_root, tmp_path / "built", num_workers=0, progress=False)
+
+
+def test_export_ids_keep_the_extension_so_data_build_keeps_every_image(captioner_dir, tmp_path):
+    import PIL.Image
+
+    root = tmp_path / "images"
+    root.mkdir()
+    shutil.copy(FIXTURE_IMAGES / "waterview.jpg", root / "cat.jpg")
+    PIL.Image.open(FIXTURE_IMAGES / "extreme_ironing.jpg").save(root / "cat.png")
+    json_path = tmp_path / "pt.json"
+    summary = caption_images(
+        str(captioner_dir), root, tmp_path / "out", max_new_tokens=4, num_workers=0, progress=False
+    )
+    assert summary.done == 2
+    written, _, image_root = export_to_json(tmp_path / "out", json_path, include_degenerate=True)
+    records = json.loads(json_path.read_text())
+    assert written == 2 and image_root == str(root.resolve())
+    assert [(r["id"], r["image"]) for r in records] == [("cat.jpg", "cat.jpg"), ("cat.png", "cat.png")]
+    result = _build_export(json_path, image_root, tmp_path)
+    assert result.records_written == 2 and not result.skipped
+
+
+def test_list_of_absolute_paths_exports_records_data_build_keeps(captioner_dir, image_dir, tmp_path):
+    # the list file lies in the image folder: keys (and exported paths) are relative to that folder
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    shutil.copy(FIXTURE_IMAGES / "waterview.jpg", root / "a.jpg")
+    shutil.copy(FIXTURE_IMAGES / "coco_dog_000000319154.jpg", root / "sub" / "b.jpg")
+    listing = root / "list.txt"
+    listing.write_text(f"{root / 'a.jpg'}\n{root / 'sub' / 'b.jpg'}\n")
+    json_path = tmp_path / "pt.json"
+    summary = caption_images(
+        str(captioner_dir), listing, tmp_path / "out", max_new_tokens=4, num_workers=0, progress=False,
+        export_json=json_path,
+    )  # fmt: skip
+    assert sorted(row["image"] for row in load_rows(tmp_path / "out")) == ["a.jpg", "sub/b.jpg"]
+    assert summary.extra["export_image_root"] == str(root.resolve())
+    assert f"--image-root {root.resolve()}" in summary.line()
+    assert sorted(r["image"] for r in json.loads(json_path.read_text())) == ["a.jpg", "sub/b.jpg"]
+    written, _, image_root = export_to_json(tmp_path / "out", json_path, include_degenerate=True)
+    assert _build_export(json_path, image_root, tmp_path).records_written == written == 2
+
+    # a list elsewhere: keys stay absolute in the shards; the export makes them relative to the deepest
+    # folder holding all the images, and says which one
+    elsewhere = tmp_path / "lists" / "list.txt"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text(f"{root / 'a.jpg'}\n{image_dir / 'more' / 'dog.jpg'}\n")
+    common = os.path.commonpath([root.resolve(), image_dir.resolve()])
+    caption_images(str(captioner_dir), elsewhere, tmp_path / "out2", max_new_tokens=4, num_workers=0, progress=False)
+    written, _, image_root = export_to_json(tmp_path / "out2", json_path, include_degenerate=True)
+    assert image_root == common
+    records = json.loads(json_path.read_text())
+    expected = sorted(os.path.relpath(p, common) for p in [root / "a.jpg", image_dir / "more" / "dog.jpg"])
+    assert [r["image"] for r in records] == expected and [r["id"] for r in records] == expected
+    assert _build_export(json_path, image_root, tmp_path / "again").records_written == written == 2
+
+
+def test_caption_export_uses_the_one_atomic_json_writer(single_run, tmp_path, monkeypatch):
+    import transformers_sharegpt4v.corpora.export as corpora_export
+
+    calls = []
+    writer = corpora_export.write_json_list
+
+    def spy(path, records, **kwargs):
+        calls.append(path)
+        return writer(path, records, **kwargs)
+
+    monkeypatch.setattr(corpora_export, "write_json_list", spy)
+    path = tmp_path / "pt.json"
+    path.write_text("previous")
+    export_to_json(single_run[0], path, include_degenerate=True)
+    assert calls == [path] and len(json.loads(path.read_text())) == len(GOOD)
+
+
+def test_released_checkpoint_is_refused_with_the_convert_command(image_dir, tmp_path):
+    released = tmp_path / "ShareGPT4V-7B"
+    released.mkdir()
+    config = {"model_type": "share4v", "architectures": ["Share4VLlamaForCausalLM"], "hidden_size": 4096}
+    config |= {
+        "mm_vision_tower": "Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12",
+        "mm_projector_type": "mlp2x_gelu",
+    }
+    (released / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        ValueError,
+        match=r"released ShareGPT4V checkpoint.*run `sharegpt4v convert \S*ShareGPT4V-7B \S*ShareGPT4V-7B-converted`",
+    ):
+        caption_images(str(released), image_dir, tmp_path / "out", num_workers=0, progress=False)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_caption_errors_name_what_is_wrong(tmp_path):
+    from transformers_sharegpt4v.captioning.loader import decode_image
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"No images found .*tiff"):
+        caption_images("unused-model", empty, tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match=r"Dataset row 'row-7' has neither image bytes nor an image path"):
+        decode_image({"bytes": None, "path": None}, "row-7")
+    with pytest.raises(ValueError, match=r"'row-8' has neither"):
+        decode_image(None, "row-8")
+
+
+def test_decode_is_the_processor_modules_strict_decode(tmp_path, monkeypatch):
+    import PIL.ImageFile
+
+    from transformers_sharegpt4v import image_processing_sharegpt4v as ip
+    from transformers_sharegpt4v.captioning import loader
+
+    assert loader.load_image_file is ip.load_image_file  # one copy of the strict decode
+    data = (FIXTURE_IMAGES / "extreme_ironing.jpg").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(PIL.ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # someone switched it on
+    with pytest.raises(ip.CorruptImageError, match="cut.jpg"):
+        loader.decode_image(str(cut), "cut.jpg")
+    with pytest.raises(ip.CorruptImageError, match="row-3"):
+        loader.decode_image({"bytes": cut.read_bytes(), "path": None}, "row-3")
+    assert PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored
+    whole = loader.decode_image({"bytes": data, "path": None}, "whole")
+    assert whole.tobytes() == ip.load_image_file(FIXTURE_IMAGES / "extreme_ironing.jpg").tobytes()
+
+
+def test_find_repetition_on_units_matches_brute_force():
+    rng = np.random.default_rng(1)
+    flagged = 0
+    for case in range(400):
+        n = int(rng.integers(0, 100))
+        units = rng.integers(0, int(rng.integers(1, 30)), size=n)
+        if case % 2 and n > 10:
+            period, repeats = int(rng.integers(1, 12)), int(rng.integers(2, 6))
+            start = int(rng.integers(0, n // 2))
+            loop = np.tile(rng.integers(0, 30, size=period), repeats + 1)[
+                : period * repeats + int(rng.integers(0, period))
+            ]
+            units[start : start + len(loop)] = loop[: n - start]
+        words = [f"w{unit}" for unit in units.tolist()]
+        expected = brute_force_loop(words)
+        assert (find_repetition(words) is not None) == expected, words
+        assert is_degenerate(" ".join(words)) == expected
+        flagged += expected
+    assert 40 < flagged < 360  # both kinds present

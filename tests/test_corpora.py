@@ -18,6 +18,7 @@ from conftest import FIXTURE_IMAGES
 from PIL import Image
 
 from transformers_sharegpt4v.corpora import (
+    DegenerateRule,
     JSONListReader,
     MalformedRecord,
     build_corpus,
@@ -190,6 +191,20 @@ def test_image_check_decodes_all_data(tmp_path, fmt, keep):
     assert check_image_file(str(whole)) is None
     Image.open(cut)  # the header alone is fine: only decoding the data finds the damage
     assert check_image_file(str(cut))[0] == "truncated_image"
+
+
+def test_image_check_is_strict_even_if_load_truncated_images_is_on(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    from transformers_sharegpt4v.corpora import check_image_file
+
+    data = (FIXTURE_IMAGES / "waterview.jpg").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # set by some other library
+    assert check_image_file(str(cut))[0] == "truncated_image"
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's value is restored
+    assert check_image_file(str(FIXTURE_IMAGES / "waterview.jpg")) is None
 
 
 CRASHING_WORKER = """
@@ -366,6 +381,32 @@ def test_export_round_trip_is_identical(built, tmp_path):
     assert json.loads(out_json.read_text()) == expected
 
 
+def test_export_is_atomic_and_errors_name_the_record(built, tmp_path, monkeypatch):
+    import transformers_sharegpt4v.corpora.export as export
+
+    folder = built[0]
+    out_json = tmp_path / "corpus.json"
+    out_json.write_text("previous")
+    real = export.record_from_row
+    seen = []
+
+    def failing(row, root):  # the fourth record fails, as a row that cannot be converted would
+        seen.append(row["id"])
+        if len(seen) == 4:
+            raise ValueError("conversion failed")
+        return real(row, root)
+
+    monkeypatch.setattr(export, "record_from_row", failing)
+    with pytest.raises(ValueError, match="conversion failed"):
+        export_corpus(folder / "out", out_json, progress=False)
+    assert out_json.read_text() == "previous"  # the earlier file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.json"]  # and nothing half-written is left
+    monkeypatch.undo()
+    row = {"id": "r7", "images": [], "messages": [{"role": "system", "content": "x"}]}
+    with pytest.raises(ValueError, match=r"Record 'r7': role 'system' has no LLaVA equivalent"):
+        export.record_from_row(row)
+
+
 def test_embedded_images_survive_without_the_image_root(built, tmp_path, monkeypatch):
     from datasets import load_dataset
 
@@ -452,13 +493,60 @@ def test_stats_match_an_independent_count_and_flag_repetition_loops(tmp_path):
     assert stats["distinct_bigrams"] == len({pair for ts in tokens for pair in zip(ts, ts[1:], strict=False)})
     flagged = {item["id"]: item for item in stats["degenerate_captions"]}
     assert sorted(flagged) == ["loop1", "loop2", "loop3"]
-    assert flagged["loop1"]["phrase"] in "there is a red car parked on the road there is a red"
+    # the phrase as it first comes back (here from the "." before the first "There"), and its repeats
+    assert flagged["loop1"]["phrase"] in "there is a red car parked on the road. " * 2
+    assert len(re.findall(r"\w+|\.", flagged["loop1"]["phrase"])) == 10 and 6 <= flagged["loop1"]["repeats"] < 7
+    assert flagged["loop2"]["phrase"] == "a man" and flagged["loop2"]["repeats"] == 20
+
+
+def test_caption_and_stats_share_one_degenerate_rule(tmp_path, capsys):
+    from transformers_sharegpt4v.captioning.degenerate import is_degenerate
+    from transformers_sharegpt4v.cli import main
+    from transformers_sharegpt4v.corpora.stats import CaptionStats
+
+    filler = (
+        "The photo shows a quiet harbour at dawn with fishing boats tied to a wooden pier while gulls "
+        "circle above grey water and hills fade into soft morning mist near houses"
+    )
+    clause = "a small red boat floats nearby"  # 6 words, 3 times in a row, among 60 words
+    looping = f"{filler} {clause} {clause} {clause} under a pale sky with thin clouds over the quiet bay"
+    assert len(looping.split()) == 60
+    rng = np.random.default_rng(0)
+    words = filler.lower().split()
+    captions = {"looping": looping, "normal": CAPTION}
+    for i in range(40):  # random texts, half with a phrase repeated 2 to 4 times
+        text = list(rng.choice(words, size=int(rng.integers(10, 50))))
+        if i % 2:
+            phrase = list(rng.choice(words, size=int(rng.integers(1, 8))))
+            at = int(rng.integers(0, len(text)))
+            text[at:at] = phrase * int(rng.integers(2, 5))
+        captions[f"r{i}"] = " ".join(text)
+    records = [{"id": key, "conversations": _turns("Describe.", text)} for key, text in captions.items()]
+    (tmp_path / "root").mkdir()
+    (tmp_path / "captions.json").write_text(json.dumps(records))
+    build_corpus(tmp_path / "captions.json", tmp_path / "root", tmp_path / "out", num_workers=0, progress=False)
+    assert main(["data", "stats", str(tmp_path / "out"), "--output", str(tmp_path / "stats.json")]) == 0
+    printed = capsys.readouterr().out
+    flagged = {item["id"] for item in json.loads((tmp_path / "stats.json").read_text())["degenerate_captions"]}
+    expected = {key for key, text in captions.items() if is_degenerate(text)}
+    assert (
+        "looping" in flagged and "normal" not in flagged and "looping: 'a small red boat floats nearby' x3" in printed
+    )
+    assert flagged == expected and 3 < len(expected) < 30
+    # the rule's parameters are the caption command's: fewer repeats required flags more
+    loose = CaptionStats(rule=DegenerateRule(min_repeats=2, min_span=8))
+    loose.add("twice", "the boat and the dog . the boat and the dog .")
+    assert [item["id"] for item in loose.degenerate] == ["twice"] and not is_degenerate("the boat and the dog . " * 2)
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
 
 
-def test_cli_build_and_stats_in_subprocesses(built, tmp_path):
+def test_cli_build_in_a_subprocess_then_stats(built, tmp_path, capsys):
+    """The installed `sharegpt4v` entry point once (build, with its image worker processes); stats through
+    the same `main` in this process."""
+    from transformers_sharegpt4v.cli import main
+
     folder, root, corpus, _ = built
     out = tmp_path / "cli-out"
     build = subprocess.run(
@@ -470,9 +558,10 @@ def test_cli_build_and_stats_in_subprocesses(built, tmp_path):
     lines = build.stdout.strip().splitlines()
     assert len(lines) == 1 and f"{len(GOOD)} of " in lines[0] and "duplicate_id 1" in lines[0]
     assert "sharegpt4v data build --json" in (out / "README.md").read_text()
-    stats = subprocess.run(["sharegpt4v", "data", "stats", str(out)], capture_output=True, text=True, timeout=300)
-    assert stats.returncode == 0, stats.stderr
-    assert "vocabulary" in stats.stdout and (out / "stats.json").is_file()
+    assert main(["data", "stats", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"captions            {len(GOOD) + 1}" in printed  # c2 has two answers
+    assert "vocabulary" in printed and (out / "stats.json").is_file()
 
 
 def test_cli_export(built, tmp_path, capsys):

@@ -1,19 +1,26 @@
 """`sharegpt4v caption`: caption images at scale (batched, resumable exactly once, multi-process).
 
-sharegpt4v caption --model Lin-Chen/ShareGPT4V-7B --images images/ --output captions/ --preset detailed
+sharegpt4v convert Lin-Chen/ShareGPT4V-7B ShareGPT4V-7B    # a released checkpoint: convert it once
+sharegpt4v caption --model ShareGPT4V-7B --images images/ --output captions/ --preset detailed
 accelerate launch --num_processes 8 -m transformers_sharegpt4v.cli caption --model ... --output captions/
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .engine import PRESETS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of `sharegpt4v caption`."""
-    parser.add_argument("--model", required=True, help="checkpoint folder or Hub id (model + processor)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="plugin checkpoint folder or Hub id (model + processor); convert released ShareGPT4V checkpoints "
+        "first with `sharegpt4v convert SRC DST`",
+    )
     parser.add_argument(
         "--images",
         required=True,
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
     except ValueError as error:
-        print(f"sharegpt4v caption: error: {error}")
+        print(f"sharegpt4v caption: error: {error}", file=sys.stderr)
         return 2
     from .run import _partial_state
 

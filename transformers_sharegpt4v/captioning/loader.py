@@ -7,7 +7,9 @@ each process, resume, export) works on keys.
 
 Sources:
 - an image folder, searched recursively (hidden files and folders skipped, symlinks followed);
-- a text file with one image path per line (relative paths are relative to the file's folder);
+- a text file with one image path per line (relative paths are relative to the file's folder; an absolute
+  path inside that folder gets the relative key, so the output stays movable and exports as a training
+  corpus whose image root is the list file's folder);
 - a dataset with an image column: a folder written by `Dataset.save_to_disk`, a folder of data files that
   `datasets.load_dataset` reads (parquet, arrow, ...), or a Hub id.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import io
 import os
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +31,22 @@ from typing import Any
 
 import numpy as np
 import PIL.Image
-import PIL.ImageFile
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "CaptionBatch", "list_source", "make_loader"]
+# The processor module's strict decode (one copy of it in the package). `_decode_strictly` is what its
+# `to_rgb_image` applies to PIL images; there is no public bytes loader to call instead.
+from ..image_processing_sharegpt4v import CorruptImageError, _decode_strictly, load_image_file
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageSource",
+    "CaptionBatch",
+    "decode_image",
+    "list_source",
+    "make_loader",
+    "source_root",
+]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _DATA_FILE_EXTENSIONS = (".parquet", ".arrow")
@@ -69,19 +83,45 @@ def _list_folder(root: Path, exclude: Path | None) -> tuple[list[str], list[str]
     return keys, [str(root / key) for key in keys]
 
 
+def _key_under(path: str, folder: Path) -> str | None:
+    """`path` relative to `folder` (posix), if it lies inside it (as written, or with symlinks resolved)."""
+    for base, target in ((os.path.abspath(folder), os.path.abspath(path)), (folder.resolve(), os.path.realpath(path))):
+        relative = os.path.relpath(target, base)
+        if relative != "." and not relative.startswith(".." + os.sep) and relative != "..":
+            return Path(relative).as_posix()
+    return None
+
+
 def _list_text_file(path: Path) -> tuple[list[str], list[str], int]:
     keys, seen, duplicates = [], set(), 0
+    folder = path.parent
     with open(path, encoding="utf-8") as handle:
         for line in handle:
-            key = line.strip()
-            if not key or key.startswith("#"):
+            entry = line.strip()
+            if not entry or entry.startswith("#"):
                 continue
+            if os.path.isabs(entry):
+                key = _key_under(entry, folder) or os.path.normpath(entry)
+            else:
+                key = posixpath.normpath(entry.replace(os.sep, "/"))
             if key in seen:
                 duplicates += 1
                 continue
             seen.add(key)
             keys.append(key)
-    return keys, [str(path.parent / key) for key in keys], duplicates
+    return keys, [str(folder / key) for key in keys], duplicates
+
+
+def source_root(source: str | os.PathLike, exclude: str | os.PathLike | None = None) -> str | None:
+    """The absolute folder that the keys of a file source are relative to (the image folder, or the folder
+    of a text file of paths); None for a dataset source, whose keys are row ids."""
+    path = Path(source)
+    if path.is_file():
+        return str(path.parent.resolve())
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    if path.is_dir() and not _is_dataset_folder(path, excluded):
+        return str(path.resolve())
+    return None
 
 
 def _is_dataset_folder(path: Path, exclude: Path | None = None) -> bool:
@@ -183,26 +223,29 @@ def list_source(
     )
 
 
-def decode_image(data: str | bytes | dict) -> PIL.Image.Image:
-    """Fully decode an image from a path, bytes, or a datasets `{"bytes", "path"}` dict, strictly: a
-    truncated file raises even if `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` was switched on by someone else."""
+def decode_image(data: str | bytes | dict | None, key: str = "?") -> PIL.Image.Image:
+    """Fully decode an image from a path, bytes, or a datasets `{"bytes", "path"}` dict, strictly, with the
+    image processor module's own strict decode (`load_image_file` for paths): a truncated file raises even
+    if `PIL.ImageFile.LOAD_TRUNCATED_IMAGES` was switched on by someone else. `key` names the image in errors."""
     if isinstance(data, dict):
         if data.get("bytes") is not None:
             data = data["bytes"]
         elif data.get("path"):
             data = data["path"]
         else:
-            raise ValueError("Dataset row has neither image bytes nor an image path.")
-    if isinstance(data, str) and not os.path.isfile(data):
-        raise FileNotFoundError(f"missing file {data}")
-    previous = PIL.ImageFile.LOAD_TRUNCATED_IMAGES
-    PIL.ImageFile.LOAD_TRUNCATED_IMAGES = False  # worker processes are single-threaded here
+            data = None
+    if data is None:
+        raise ValueError(f"Dataset row {key!r} has neither image bytes nor an image path (its image is empty).")
+    if isinstance(data, (str, os.PathLike)):
+        return load_image_file(data)
     try:
-        image = PIL.Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
-        image.load()
-    finally:
-        PIL.ImageFile.LOAD_TRUNCATED_IMAGES = previous
-    return image
+        image = PIL.Image.open(io.BytesIO(data))
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        raise CorruptImageError(
+            f"Cannot open the image bytes of {key!r} ({type(error).__name__}: {error}). They are corrupt or not "
+            "an image."
+        ) from error
+    return _decode_strictly(image, key)
 
 
 @dataclass
@@ -254,7 +297,7 @@ class _ImageDataset(Dataset):
         position = self.positions[index]
         key = self.source.keys[position]
         try:
-            image = decode_image(self._raw(position))
+            image = decode_image(self._raw(position), key)
             if self.fast:
                 image = self.image_processor.to_rgb_image(image, self.image_processor.do_convert_rgb)
                 image = self.image_processor.transform(image, *self._transform_args)

@@ -16,7 +16,7 @@ import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import PRESETS, CaptionEngine, GenerationSettings, resolve_dtype
-from .loader import IMAGE_EXTENSIONS, ImageSource, list_source, make_loader
+from .loader import IMAGE_EXTENSIONS, ImageSource, list_source, make_loader, source_root
 from .writer import (
     ERRORS_FILE,
     RUN_FILE,
@@ -40,7 +40,15 @@ from .writer import (
     rewrite_shard,
 )
 
-__all__ = ["CaptionSummary", "caption_images", "export_to_json", "load_captioner", "resolve_prompt"]
+__all__ = [
+    "CaptionSummary",
+    "JSONExport",
+    "caption_images",
+    "check_model_format",
+    "export_to_json",
+    "load_captioner",
+    "resolve_prompt",
+]
 
 
 @dataclass
@@ -51,7 +59,9 @@ class CaptionSummary:
     done: int = 0  # captioned in this run
     skipped: int = 0  # already in OUT before this run
     failed: int = 0  # unreadable images, see errors.jsonl
-    degenerate: int = 0  # degenerate captions generated in this run (before any retry)
+    # degenerate captions met in this run: new ones (counted before their retry) plus, with
+    # --retry-degenerate, the not-yet-retried degenerate rows of earlier runs picked up from OUT
+    degenerate: int = 0
     retried: int = 0  # captions regenerated with the retry settings (new ones and ones already in OUT)
     fixed: int = 0  # retried captions that are no longer degenerate
     tokens: int = 0  # caption tokens generated (final captions)
@@ -74,6 +84,8 @@ class CaptionSummary:
             text += f"; exported {self.exported} records to {self.extra.get('export_json')}"
             if self.extra.get("export_left_out"):
                 text += f" ({self.extra['export_left_out']} degenerate or empty captions left out)"
+            if self.extra.get("export_image_root"):
+                text += f" (build it with --image-root {self.extra['export_image_root']})"
         return text
 
 
@@ -95,6 +107,32 @@ def _model_name(model: str) -> str:
     return str(Path(model).resolve()) if Path(model).is_dir() else model
 
 
+def check_model_format(model: str) -> None:
+    """Refuse a released (original-format) ShareGPT4V / LLaVA-1.5 checkpoint, which transformers cannot load:
+    it must be converted first. Anything else (including a config that cannot be read here) is left to
+    `from_pretrained` to judge."""
+    from transformers import PretrainedConfig
+
+    from ..conversion import detect_source_format
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model)
+    except Exception:  # noqa: BLE001 - unreadable or unreachable: from_pretrained says why
+        return
+    try:
+        source_format = detect_source_format(config, model)
+    except ValueError:
+        return
+    if source_format == "original":
+        model = str(model).rstrip("/")
+        name = f"{model}-converted" if Path(model).is_dir() else Path(model).name  # Hub id: its name
+        raise ValueError(
+            f"--model {model!r} is a released ShareGPT4V checkpoint (model_type {config.get('model_type')!r}, "
+            f"original format), which transformers cannot load: run `sharegpt4v convert {model} {name}` first "
+            f"and pass the converted folder (`--model {name}`)."
+        )
+
+
 def load_captioner(
     model: str, dtype: str | torch.dtype = "auto", device: str | torch.device | None = None
 ) -> tuple[Any, Any]:
@@ -103,6 +141,7 @@ def load_captioner(
 
     import transformers_sharegpt4v  # noqa: F401  (registers the Auto classes)
 
+    check_model_format(model)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -238,6 +277,7 @@ def caption_images(
     rank, world = state.process_index, state.num_processes
     output = Path(output)
     prompt, default_max_new_tokens = resolve_prompt(prompt, preset)
+    check_model_format(str(model))  # before anything is written to OUT
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens or default_max_new_tokens,
         num_beams=num_beams,
@@ -254,6 +294,7 @@ def caption_images(
         "prompt": prompt,
         "generation": settings.to_dict(),
         "images": os.fspath(images),
+        "image_root": source_root(images, exclude=output),  # what the keys are relative to (export)
         "dtype": str(resolve_dtype(dtype, state.device)).removeprefix("torch."),  # informative, not checked
     }
     if output.exists() and not output.is_dir():
@@ -266,9 +307,8 @@ def caption_images(
     with state.main_process_first():  # a Hub dataset is downloaded once
         source = list_source(images, split=split, image_column=image_column, id_column=id_column, exclude=output)
     if len(source) == 0:
-        raise ValueError(
-            f"No images found in {os.fspath(images)!r} (extensions: jpg, jpeg, png, webp, bmp, gif, tif)."
-        )
+        extensions = ", ".join(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))
+        raise ValueError(f"No images found in {os.fspath(images)!r} (extensions: {extensions}).")
 
     captioner_model, processor = load_captioner(str(model), dtype, state.device)
     engine = CaptionEngine(captioner_model, processor, prompt)
@@ -318,8 +358,10 @@ def caption_images(
     if export_json is not None:
         state.wait_for_everyone()
         if state.is_main_process:
-            summary.exported, summary.extra["export_left_out"] = export_to_json(output, export_json)
+            exported = export_to_json(output, export_json)
+            summary.exported, summary.extra["export_left_out"] = exported.records, exported.left_out
             summary.extra["export_json"] = os.fspath(export_json)
+            summary.extra["export_image_root"] = exported.image_root
         state.wait_for_everyone()
     return summary
 
@@ -336,21 +378,74 @@ def _sum_over_processes(summary: CaptionSummary, state: Any) -> CaptionSummary:
     return total
 
 
+class JSONExport(NamedTuple):
+    """What `export_to_json` wrote: `records` kept, `left_out` (degenerate or empty captions), and the
+    `image_root` the records' `image` paths are relative to (pass it to `sharegpt4v data build --image-root`;
+    None for a dataset source, whose keys are row ids)."""
+
+    records: int
+    left_out: int
+    image_root: str | None
+
+
+def _recorded_root(config: dict[str, Any]) -> str | None:
+    """The source root of a caption folder: recorded in run.json, or (older folders) worked out from
+    `images` as it was given."""
+    if "image_root" in config:
+        return config["image_root"]
+    return source_root(config["images"]) if config.get("images") else None
+
+
+def _export_paths(keys: list[str], source: str | None, image_root: str | None) -> tuple[list[str], str | None]:
+    """(each key as a path relative to the export's image root, that root). The root is `image_root` if
+    given, else the source root when every image lies inside it, else the deepest folder holding them all."""
+    if source is None and any(not os.path.isabs(key) for key in keys):
+        if image_root is None:
+            return keys, None  # a dataset source: the keys are row ids
+        raise ValueError("The captions come from a dataset source (keys are row ids, not paths): no image root.")
+    absolute = [key if os.path.isabs(key) else os.path.normpath(os.path.join(source, key)) for key in keys]
+    if image_root is not None:
+        root = os.path.abspath(image_root)
+    elif source is not None and all(_inside(path, source) for path in absolute):
+        root = source
+    else:
+        root = os.path.commonpath([os.path.dirname(path) for path in absolute]) if absolute else source
+    paths = []
+    for key, path in zip(keys, absolute, strict=True):
+        if not _inside(path, root):
+            raise ValueError(f"Image {key!r} is not inside the image root {root!r}; pass another image root.")
+        paths.append(Path(os.path.relpath(path, root)).as_posix())
+    return paths, root
+
+
+def _inside(path: str, folder: str) -> bool:
+    relative = os.path.relpath(path, folder)
+    return relative != ".." and not relative.startswith(".." + os.sep) and relative != "."
+
+
 def export_to_json(
-    output: str | os.PathLike, path: str | os.PathLike, include_degenerate: bool = False
-) -> tuple[int, int]:
-    """Write OUT's captions as a ShareGPT4V-PT JSON list to `path` (atomically).
+    output: str | os.PathLike,
+    path: str | os.PathLike,
+    include_degenerate: bool = False,
+    image_root: str | os.PathLike | None = None,
+) -> JSONExport:
+    """Write OUT's captions as a ShareGPT4V-PT JSON list to `path` (atomically), ready for
+    `sharegpt4v data build --json PATH --image-root ROOT` with the returned `image_root` as ROOT.
 
     Records `{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n" + prompt},
-    {"from": "gpt", "value": caption}]}` sorted by image; `id` is the image key without its extension.
-    Degenerate captions are left out unless `include_degenerate`; empty captions always (a corpus record
-    needs an answer). Returns (records written, captions left out).
+    {"from": "gpt", "value": caption}]}` sorted by image. `image` is the image's path relative to the image
+    root: `image_root` if given, else the source's root (the `--images` folder, or the folder of the text file
+    of paths) when every image lies inside it, else the deepest folder that holds them all. `id` is that
+    path, extension included, so `cat.jpg` and `cat.png` stay two records. Degenerate captions are left out
+    unless `include_degenerate`; empty captions always (a corpus record needs an answer).
     """
+    from ..corpora.export import write_json_list
+
     output, path = Path(output), Path(path)
     run_file = output / RUN_FILE
     if not run_file.is_file():
         raise ValueError(f"{output} is not a caption folder: {run_file} is missing.")
-    prompt = json.loads(run_file.read_text(encoding="utf-8"))["prompt"]
+    config = json.loads(run_file.read_text(encoding="utf-8"))
     shards = list_shards(output)
     if not shards:
         raise ValueError(f"{output} has no committed caption shards in {output / 'data'}.")
@@ -359,25 +454,19 @@ def export_to_json(
     keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table.column("caption"))), 0)
     if not include_degenerate:
         keep = pc.and_(keep, pc.invert(table.column("degenerate")))
-    table = table.filter(keep).sort_by("image")
-    human = json.dumps("<image>\n" + prompt, ensure_ascii=False)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write("[")
-        for image, caption in zip(table.column("image").to_pylist(), table.column("caption").to_pylist(), strict=True):
-            stem, extension = os.path.splitext(image)
-            record_id = stem if extension.lower() in IMAGE_EXTENSIONS else image
-            handle.write(
-                ("," if count else "")
-                + f'\n{{"id": {json.dumps(record_id, ensure_ascii=False)}, "image": {json.dumps(image, ensure_ascii=False)}, '
-                + f'"conversations": [{{"from": "human", "value": {human}}}, '
-                + f'{{"from": "gpt", "value": {json.dumps(caption, ensure_ascii=False)}}}]}}'
-            )
-            count += 1
-        handle.write("\n]\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    return count, total - count
+    table = table.filter(keep)
+    images, root = _export_paths(table.column("image").to_pylist(), _recorded_root(config), image_root)
+    captions = table.column("caption").to_pylist()
+    if len(set(images)) != len(images):
+        raise ValueError(f"{output}: two captioned images map to the same path under the image root {root!r}.")
+    human = "<image>\n" + config["prompt"]
+    records = (
+        {
+            "id": image,
+            "image": image,
+            "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": captions[index]}],
+        }
+        for index, image in sorted(enumerate(images), key=lambda item: item[1])
+    )
+    count = write_json_list(path, records)
+    return JSONExport(count, total - count, root)

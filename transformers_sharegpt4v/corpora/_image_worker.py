@@ -16,8 +16,10 @@ DETAIL_CHARS = 300  # bounds a result line, so a worker never blocks on a full p
 
 def check_image_file(path: str):
     """None when `path` is an image whose data decodes completely, else (reason, detail) with a SKIP_REASONS
-    key: missing_image, unreadable_image (not identified as an image) or truncated_image (decoding fails)."""
-    from PIL import Image
+    key: missing_image, unreadable_image (not identified as an image) or truncated_image (decoding fails).
+    PIL's global `ImageFile.LOAD_TRUNCATED_IMAGES` is forced off for the check (someone may have set it, which
+    would make PIL fill a truncated file's missing rows silently) and restored after."""
+    from PIL import Image, ImageFile
 
     if not os.path.isfile(path):
         return ("missing_image", path) if not os.path.exists(path) else ("unreadable_image", f"{path}: not a file")
@@ -25,6 +27,8 @@ def check_image_file(path: str):
         image = Image.open(path)
     except Exception as error:  # any failure to identify the file: not an image we can use
         return "unreadable_image", f"{path}: {type(error).__name__}: {error}"[:DETAIL_CHARS]
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False  # workers are single-threaded; in-process callers check one at a time
     try:
         with image:
             # JPEG: decode at 1/8 scale. Every byte of entropy-coded data is still read and decoded (so a
@@ -33,6 +37,8 @@ def check_image_file(path: str):
             image.load()
     except Exception as error:  # header fine, data not: truncated or corrupt
         return "truncated_image", f"{path}: {type(error).__name__}: {error}"[:DETAIL_CHARS]
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
     return None
 
 

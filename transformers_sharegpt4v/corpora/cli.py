@@ -15,6 +15,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..degenerate import MAX_PERIOD, MIN_REPEATS, MIN_SPAN
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -42,9 +44,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     stats.add_argument("dataset", metavar="OUT", help="dataset folder (or Hub repo id)")
     stats.add_argument("--show", type=int, default=20, help="degenerate captions to print (all go to --output)")
     stats.add_argument("--output", metavar="FILE", help="write everything as JSON (default: OUT/stats.json)")
-    stats.add_argument("--phrase-words", type=int, default=4, help="degenerate rule: words per phrase")
-    stats.add_argument("--min-repeats", type=int, default=3, help="degenerate rule: occurrences of the phrase")
-    stats.add_argument("--min-coverage", type=float, default=0.5, help="degenerate rule: share of the caption")
+    stats.add_argument(
+        "--min-repeats", type=int, default=MIN_REPEATS, help="degenerate rule: times in a row the phrase comes back"
+    )
+    stats.add_argument(
+        "--min-span", type=int, default=MIN_SPAN, help="degenerate rule: words and marks the loop covers, at least"
+    )
+    stats.add_argument(
+        "--max-period", type=int, default=MAX_PERIOD, help="degenerate rule: words and marks per phrase, at most"
+    )
 
     push = commands.add_parser("push", help="upload a built corpus (images embedded) to a Hub dataset repo")
     push.add_argument("dataset", metavar="OUT", help="dataset folder from `sharegpt4v data build`")
@@ -89,7 +97,7 @@ def _export(args: argparse.Namespace) -> int:
 def _stats(args: argparse.Namespace) -> int:
     from .stats import DegenerateRule, corpus_stats
 
-    rule = DegenerateRule(args.phrase_words, args.min_repeats, args.min_coverage)
+    rule = DegenerateRule(args.min_repeats, args.min_span, args.max_period)
     stats = corpus_stats(args.dataset, rule=rule)
     out = (
         Path(args.output)
@@ -110,7 +118,7 @@ def _stats(args: argparse.Namespace) -> int:
     share = len(flagged) / max(stats["captions"], 1)
     print(f"degenerate          {len(flagged):,} ({share:.2%}): {stats['degenerate_rule']}")
     for item in flagged[: args.show]:
-        print(f"  {item['id']}: {item['phrase']!r} x{item['repeats']} ({item['coverage']:.0%} of the caption)")
+        print(f"  {item['id']}: {item['phrase']!r} x{item['repeats']:g} ({item['coverage']:.0%} of the caption)")
     if len(flagged) > args.show:
         print(f"  ... {len(flagged) - args.show:,} more" + (f" in {out}" if out else ""))
     if out is not None:

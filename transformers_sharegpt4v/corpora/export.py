@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from .records import messages_to_conversations
 
-__all__ = ["export_corpus", "iter_corpus_rows", "load_corpus"]
+__all__ = ["export_corpus", "iter_corpus_rows", "load_corpus", "record_from_row", "write_json_list"]
 
 
 def load_corpus(dataset: str | os.PathLike, *, streaming: bool = True, decode_images: bool = True, columns=None):
@@ -55,8 +55,39 @@ def record_from_row(row: dict[str, Any], image_root: str | None = None) -> dict[
         record["image"] = paths[0]
     elif paths:
         record["image"] = paths
-    record["conversations"] = messages_to_conversations(row["messages"])
+    try:
+        record["conversations"] = messages_to_conversations(row["messages"])
+    except ValueError as error:
+        raise ValueError(f"Record {row['id']!r}: {error}") from error
     return record
+
+
+def write_json_list(path: str | os.PathLike, records: Iterable[dict[str, Any]], *, indent: int | None = None) -> int:
+    """Write `records` as one JSON list (one record per line, or indented), streaming, atomically: into a
+    hidden temporary file beside `path`, flushed and fsynced, then `os.replace`d over `path`. A failure on the
+    way (or a kill) leaves any previous `path` untouched and no temporary file behind (except after a kill).
+    Returns the number of records."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count = 0
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write("[")
+            for record in records:
+                text = json.dumps(record, ensure_ascii=False, indent=indent)
+                if indent is not None:
+                    text = text.replace("\n", "\n" + " " * indent)
+                handle.write(("," if count else "") + ("\n" + " " * indent if indent is not None else "\n") + text)
+                count += 1
+            handle.write("\n]\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return count
 
 
 def export_corpus(
@@ -76,17 +107,6 @@ def export_corpus(
         report = read_report(dataset)
         image_root = report["image_root"] if report else None
     root = os.path.abspath(image_root) if image_root is not None else None
-    count = 0
-    json_path = Path(json_path)
-    partial = json_path.with_name(json_path.name + ".partial")
-    with frozen_gc(), open(partial, "w", encoding="utf-8") as handle:
-        handle.write("[")
-        for row in tqdm(iter_corpus_rows(dataset), desc="export corpus", unit=" records", disable=not progress):
-            text = json.dumps(record_from_row(row, root), ensure_ascii=False, indent=indent)
-            if indent is not None:
-                text = text.replace("\n", "\n" + " " * indent)
-            handle.write(("," if count else "") + ("\n" + " " * indent if indent is not None else "\n") + text)
-            count += 1
-        handle.write("\n]\n")
-    partial.replace(json_path)
-    return count
+    rows = tqdm(iter_corpus_rows(dataset), desc="export corpus", unit=" records", disable=not progress)
+    with frozen_gc():
+        return write_json_list(json_path, (record_from_row(row, root) for row in rows), indent=indent)

@@ -1,26 +1,26 @@
 """Caption statistics (the ones the ShareGPT4V paper reports) and degenerate-caption detection.
 
 A caption is the text of one assistant turn. Words per caption count whitespace-separated words (as
-`wc -w` does); the vocabulary, the bigrams and the repetition check use normalised words: runs of
+`wc -w` does); the vocabulary and the bigrams use normalised words: runs of
 letters/digits (inner apostrophes kept), lowercased, so "Dog," and "dog" are one word. Distinct
 bigrams are counted through 64-bit hashes kept in numpy arrays (exact up to hash collisions, about one in
 10^12 pairs), so counting the 1.2M captions of ShareGPT4V-PT needs a few hundred MB, not tens of GB.
 
-Degenerate caption (the repetition loops Share-Captioner users report): at least `min_words` words, and at
-least `min_coverage` of its words lie inside a `phrase_words`-word phrase that occurs `min_repeats` or more
-times in it. Ordinary prose almost never repeats a 4-word phrase 3 times over half its length; a loop
-("a red car, a red car, a red car, ...", a sentence said again and again) always does.
+Degenerate captions (the repetition loops Share-Captioner users report) are found with the package's one
+rule, `transformers_sharegpt4v.degenerate` (the one `sharegpt4v caption` flags its captions with): a phrase
+of up to 64 words or punctuation marks repeated 3+ times in a row, the loop covering at least 16 of them.
 """
 
 from __future__ import annotations
 
 import re
 from array import array
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ..degenerate import DegenerateRule, find_repetition, find_text_repetition
 
 __all__ = ["CaptionStats", "DegenerateRule", "corpus_stats", "find_repetition", "words_of"]
 
@@ -32,36 +32,9 @@ def words_of(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-@dataclass(frozen=True)
-class DegenerateRule:
-    phrase_words: int = 4
-    min_repeats: int = 3
-    min_coverage: float = 0.5
-    min_words: int = 12
-
-    def describe(self) -> str:
-        return (
-            f"at least {self.min_words} words, of which at least {self.min_coverage:.0%} lie inside a "
-            f"{self.phrase_words}-word phrase repeated {self.min_repeats}+ times"
-        )
-
-
-def find_repetition(words: list[str], rule: DegenerateRule = DegenerateRule()) -> tuple[float, str, int]:
-    """(coverage, most repeated phrase, its count) for a caption's words; coverage is the fraction of words
-    inside phrases of `rule.phrase_words` words that occur at least `rule.min_repeats` times."""
-    n = rule.phrase_words
-    if len(words) < n:
-        return 0.0, "", 0
-    grams = list(zip(*(words[offset:] for offset in range(n)), strict=False))
-    counts = Counter(grams)
-    phrase, count = counts.most_common(1)[0]
-    if count < rule.min_repeats:
-        return 0.0, " ".join(phrase), count
-    covered = bytearray(len(words))
-    for start, gram in enumerate(grams):
-        if counts[gram] >= rule.min_repeats:
-            covered[start : start + n] = b"\x01" * n
-    return sum(covered) / len(words), " ".join(phrase), count
+def _phrase(units: list[str]) -> str:
+    """Units joined as text: words separated by spaces, punctuation marks attached to what precedes them."""
+    return re.sub(r" (?=[^\w\s])", "", " ".join(units))
 
 
 def _summary(values: np.ndarray) -> dict[str, float]:
@@ -100,10 +73,17 @@ class CaptionStats:
         self._pending_hashes.extend(map(hash, zip(words, words[1:], strict=False)))
         if len(self._pending_hashes) > 4_000_000:
             self._compact()
-        if len(words) >= self.rule.min_words:
-            coverage, phrase, count = find_repetition(words, self.rule)
-            if coverage >= self.rule.min_coverage:
-                self.degenerate.append({"id": record_id, "phrase": phrase, "repeats": count, "coverage": coverage})
+        found = find_text_repetition(text, self.rule)
+        if found is not None:
+            loop, units = found
+            self.degenerate.append(
+                {
+                    "id": record_id,
+                    "phrase": _phrase(units[loop.start : loop.start + loop.period]),
+                    "repeats": round(loop.repeats, 2),
+                    "coverage": loop.span / len(units),
+                }
+            )
 
     def _compact(self) -> None:
         arrays = [*self._bigram_hashes, np.array(self._pending_hashes, dtype=np.int64)]
@@ -136,7 +116,8 @@ class CaptionStats:
 def corpus_stats(dataset, *, rule: DegenerateRule | None = None, progress: bool = True) -> dict[str, Any]:
     """Caption statistics of a built corpus (folder or Hub repo id), streamed: characters and words per
     caption (mean, median, p95, min, max), vocabulary size, distinct bigrams, and `degenerate_captions`:
-    one `{id, phrase, repeats, coverage}` per flagged caption (see `DegenerateRule`)."""
+    one `{id, phrase, repeats, coverage}` per flagged caption (`transformers_sharegpt4v.degenerate`: the
+    phrase, how many times in a row it comes back, and the share of the caption's units the loop covers)."""
     from tqdm.auto import tqdm
 
     from .build import frozen_gc
