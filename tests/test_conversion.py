@@ -841,12 +841,36 @@ LLAVA_HF_CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def released_llava_hf(released, tmp_path_factory) -> Path:
-    llm_dir, vit_dir = released
-    return convert_checkpoint(
-        llm_dir, tmp_path_factory.mktemp("released_hf") / "hf", to="llava-hf", vision_tower=vit_dir
-    )
+def legacy_llava_hf_source(llava_hf_dir: Path, folder: Path) -> Path:
+    """llava_hf_dir with the tokenizer.json of older llava-hf repos (transformers < 4.41): normalizers
+    Prepend("▁") + Replace(" ", "▁") and no pre-tokenizer, which prepends "▁" to every piece between special
+    tokens."""
+    shutil.copytree(llava_hf_dir, folder)
+    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    spec["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
+    }
+    spec["pre_tokenizer"] = None
+    (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    assert tokenizer.convert_ids_to_tokens(tokenizer("a</s>USER").input_ids)[-1] == "▁USER"  # the legacy behaviour
+    return folder
+
+
+@pytest.fixture(scope="module", params=["released", "legacy-llava-hf"])
+def llava_hf_export(request, tmp_path_factory) -> Path:
+    """llava-hf exports of a released checkpoint (tokenizer.model) and of a llava-hf one with a legacy
+    tokenizer.json; both tokenizers are the conftest SentencePiece model."""
+    out = tmp_path_factory.mktemp("llava_hf_export") / "hf"
+    if request.param == "released":
+        llm_dir, vit_dir = request.getfixturevalue("released")
+        return convert_checkpoint(llm_dir, out, to="llava-hf", vision_tower=vit_dir)
+    source = legacy_llava_hf_source(request.getfixturevalue("llava_hf_dir"), out.parent / "source")
+    return convert_checkpoint(source, out, to="llava-hf")
 
 
 @pytest.fixture(scope="module")
@@ -861,12 +885,12 @@ def original_ids(spm_model_file):
 
 @pytest.mark.parametrize("messages, generation_prompt, prompt", LLAVA_HF_CASES)
 def test_llava_hf_export_chat_template_gives_the_original_ids(
-    released_llava_hf, original_ids, messages, generation_prompt, prompt
+    llava_hf_export, original_ids, messages, generation_prompt, prompt
 ):
     from PIL import Image
     from tokenizers import Tokenizer
 
-    processor = LlavaProcessor.from_pretrained(released_llava_hf)
+    processor = LlavaProcessor.from_pretrained(llava_hf_export)
     text = processor.apply_chat_template(messages, add_generation_prompt=generation_prompt)
     n_images = prompt.count("<image>")
     images = [Image.open(path).convert("RGB") for path in sorted(FIXTURE_IMAGES.glob("*.jpg"))[:n_images]]
@@ -876,17 +900,33 @@ def test_llava_hf_export_chat_template_gives_the_original_ids(
     assert ids == expected, (text, processor.tokenizer.convert_ids_to_tokens(ids)[-30:])
     assert ids.count(1) == 1  # one BOS: the tokenizer's
     # The same with the bare tokenizer.json (what vLLM / SGLang on any transformers version load) ...
-    raw = Tokenizer.from_file(str(released_llava_hf / "tokenizer.json"))
+    raw = Tokenizer.from_file(str(llava_hf_export / "tokenizer.json"))
     assert raw.encode(text.replace("<image>", "<image>" * N_IMAGE)).ids == expected
+    # apply_chat_template(tokenize=True) adds BOS itself (the text does not start with one): the same ids.
+    paths = iter(sorted(FIXTURE_IMAGES.glob("*.jpg")))
+    with_paths = [
+        m
+        if isinstance(m["content"], str)
+        else m | {"content": [c | {"path": str(next(paths))} if c["type"] == "image" else c for c in m["content"]]}
+        for m in messages
+    ]
+    image_parts = sum(
+        c["type"] == "image" for m in messages if not isinstance(m["content"], str) for c in m["content"]
+    )
+    if image_parts == n_images:  # (not with a literal "<image>" in the text: the images come from the parts)
+        out = processor.apply_chat_template(
+            with_paths, add_generation_prompt=generation_prompt, tokenize=True, return_dict=True
+        )
+        assert out["input_ids"][0] == expected
     # ... and the rendered text is the original prompt up to the spaces that stand for SentencePiece's
     # per-piece dummy prefix.
     assert text.replace("<image> ", "<image>").replace("</s> ", "</s>").removeprefix(" ") == prompt
 
 
-def test_llava_hf_export_random_conversations_give_the_original_ids(released_llava_hf, original_ids):
+def test_llava_hf_export_random_conversations_give_the_original_ids(llava_hf_export, original_ids):
     import random
 
-    processor = LlavaProcessor.from_pretrained(released_llava_hf)
+    processor = LlavaProcessor.from_pretrained(llava_hf_export)
     rng = random.Random(0)
     words = ["a", "dog", "USER", ":", " ", "  ", "\n", "1", "23", "é", "日本", "🙂", "?", "ASSISTANT", ".", "\t"]
 
@@ -916,3 +956,20 @@ def test_llava_hf_export_random_conversations_give_the_original_ids(released_lla
         rendered = processor.apply_chat_template(messages, add_generation_prompt=generation_prompt)
         ids = processor.tokenizer(rendered.replace("<image>", "<image>" * N_IMAGE))["input_ids"]
         assert ids == original_ids(prompt), (messages, rendered)
+
+
+def test_whole_string_template_check_names_the_first_difference(llava_hf_export, tiny_config):
+    """The export-time self-check (a warning in convert_checkpoint) accepts the shipped llava-hf template and
+    catches the plugin's vicuna_v1 (BOS in the text: a second BOS) and a template without the space after </s>."""
+    from transformers_sharegpt4v.conversion import check_whole_string_template
+
+    tokenizer = LlavaProcessor.from_pretrained(llava_hf_export).tokenizer
+    folder = REPO / "transformers_sharegpt4v" / "chat_templates"
+    template = (folder / "vicuna_v1_llava_hf.jinja").read_text(encoding="utf-8")
+    assert check_whole_string_template(tiny_config, tokenizer, template) is None
+    problem = check_whole_string_template(tiny_config, tokenizer, (folder / "vicuna_v1.jinja").read_text())
+    assert problem is not None and "position 1" in problem and "'<s>'" in problem
+    no_space = template.replace('{{- " " if ns.after_eos else "" -}}', "")
+    assert no_space != template
+    problem = check_whole_string_template(tiny_config, tokenizer, no_space)
+    assert problem is not None and "</s>USER" in problem

@@ -820,6 +820,71 @@ def _default_template(chat_template: str | dict[str, str]) -> str | None:
     return chat_template.get("default") if isinstance(chat_template, dict) else chat_template
 
 
+# A conversation with what the dummy prefix affects: text after an image, after "</s>", digits and unicode.
+_PROBE_MESSAGES = [
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the 2 images? 日本語 ✓"}]},
+    {"role": "assistant", "content": [{"type": "text", "text": "A dog, 3 cats — 0.5 m²."}]},
+    {"role": "user", "content": [{"type": "text", "text": " And then?"}]},
+]
+
+
+def _whole_string_tokenizer(tokenizer: Any) -> Any:
+    """A copy of the LLaMA tokenizer for the llava-hf export, with the pipeline vicuna_v1_llava_hf is written for.
+
+    The template spells out SentencePiece's per-piece dummy prefix as spaces, which fits the Metaspace
+    pre-tokenizer (transformers >= 4.41 tokenizer.json; it adds "▁" only at the start of the text). The legacy
+    tokenizer.json of older llava-hf repos prepends "▁" to every piece between special tokens with a normalizer,
+    which would double those spaces: it is rewritten to the Metaspace form (same vocabulary and merges). The copy
+    carries no chat templates of its own (the plugin's would be saved as additional_chat_templates).
+    """
+    out = copy.copy(tokenizer)
+    out.chat_template = None
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return out
+    spec = json.loads(backend.to_str())
+    normalizer = spec.get("normalizer") or {}
+    steps = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+    prepend = [step for step in steps if step.get("type") == "Prepend" and step.get("prepend") == "▁"]
+    if prepend and spec.get("pre_tokenizer") is None:
+        kept = [step for step in steps if step not in prepend]
+        spec["normalizer"] = {"type": "Sequence", "normalizers": kept} if kept else None
+        spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
+        out._tokenizer = type(backend).from_str(json.dumps(spec))
+    return out
+
+
+def check_whole_string_template(
+    config: ShareGPT4VConfig, tokenizer: Any, chat_template: str, messages: list[dict] | None = None
+) -> str | None:
+    """None if `chat_template` rendered and tokenized in one piece by `tokenizer` (with BOS, as LlavaProcessor and
+    serving engines do) gives the ids ShareGPT4V was trained on for `messages` (default: a probe conversation),
+    else a description of the first difference. The original ids come from the plugin processor's split
+    tokenization with the shipped vicuna_v1 template (REFERENCE.md "Prompts and labels")."""
+    messages = _PROBE_MESSAGES if messages is None else messages
+    reference = ShareGPT4VProcessor.from_model_config(
+        config,
+        tokenizer,
+        image_processor=ShareGPT4VImageProcessor(),
+        chat_template=_shipped_chat_template("vicuna_v1"),
+    )
+    prompt = reference.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    expected = reference.tokenize_like_original([prompt])[0]["input_ids"]
+    text = tokenizer.apply_chat_template(
+        messages, chat_template=chat_template, add_generation_prompt=True, tokenize=False
+    )
+    got = tokenizer(text.replace(IMAGE_TOKEN, IMAGE_TOKEN * config.image_seq_length))["input_ids"]
+    if got == expected:
+        return None
+    index = next(
+        (i for i, (a, b) in enumerate(zip(got, expected, strict=False)) if a != b), min(len(got), len(expected))
+    )
+    return (
+        f"the template's text {text!r} tokenizes to {tokenizer.convert_ids_to_tokens(got[index : index + 4])} at "
+        f"position {index} where the original has {tokenizer.convert_ids_to_tokens(expected[index : index + 4])}"
+    )
+
+
 def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
     """Plugin: ShareGPT4VProcessor (its chat templates: vicuna_v1 default, plain). llava-hf: LlavaProcessor with
     LlavaImageProcessor(do_pad=True) and the vicuna_v1_llava_hf template, which serving engines apply as is.
@@ -842,10 +907,14 @@ def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
                 "would give other ids). Set processor.chat_template in the export if you need your own."
             )
 
-        # Only that template ships: the tokenizer's named plugin templates (vicuna_v1, plain: BOS in the text, split
-        # tokenization) would be saved as additional_chat_templates and give other ids here.
-        tokenizer = copy.copy(plan.tokenizer)
-        tokenizer.chat_template = None
+        tokenizer = _whole_string_tokenizer(plan.tokenizer)
+        problem = check_whole_string_template(plan.config, tokenizer, chat_template)
+        if problem is not None:
+            logger.warning(
+                "The llava-hf export's chat template does not reproduce the original token ids with this tokenizer "
+                "(%s): LlavaProcessor / vLLM / SGLang will feed the model other ids than it was trained on.",
+                problem,
+            )
         image_processor = LlavaImageProcessor(**kwargs)
         processor = LlavaProcessor(
             image_processor=image_processor,
