@@ -973,3 +973,19 @@ def test_whole_string_template_check_names_the_first_difference(llava_hf_export,
     assert no_space != template
     problem = check_whole_string_template(tiny_config, tokenizer, no_space)
     assert problem is not None and "</s>USER" in problem
+
+
+def test_llava_hf_export_model_card_example_runs(llava_hf_export):
+    """The model card's Python example (apply_chat_template -> LlavaProcessor -> generate) runs on the export."""
+    card = (llava_hf_export / "README.md").read_text(encoding="utf-8")
+    assert "vicuna_v1_llava_hf" in card and '"add_special_tokens": true' in card
+    code = card.split("```python\n", 1)[1].split("```", 1)[0]
+    image = sorted(FIXTURE_IMAGES.glob("*.jpg"))[0]
+    code = code.replace('"photo.jpg"', repr(str(image))).replace("max_new_tokens=512", "max_new_tokens=2")
+    code = code.replace('"<your-namespace>/hf"', repr(str(llava_hf_export)))  # the card's repo id placeholder
+    assert "<your-namespace>" not in code
+    assert str(image) in code and "max_new_tokens=2" in code
+    namespace: dict = {}
+    with torch.no_grad():
+        exec(compile(code, "model-card-example", "exec"), namespace)  # noqa: S102 - our own card's example
+    assert namespace["output"].shape[1] == namespace["inputs"]["input_ids"].shape[1] + 2

@@ -45,15 +45,28 @@ the same classes load without remote code."""
 
 LLAVA_USAGE = """\
 ```python
+from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 model = LlavaForConditionalGeneration.from_pretrained("{repo_id}", dtype="auto", device_map="auto")
 processor = AutoProcessor.from_pretrained("{repo_id}")
+
+messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "Describe this image in detail."}}]}}]
+prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+inputs = processor(images=Image.open("photo.jpg"), text=prompt, return_tensors="pt").to(model.device)
+output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
+print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
 ```
 
+The chat template stored here (`vicuna_v1_llava_hf`) renders the vicuna_v1 prompt so that the processor's
+whole-string tokenization gives the token ids ShareGPT4V was trained on: it has no BOS (the tokenizer adds it)
+and a space after each `<image>` and after each `</s>` that stands for SentencePiece's per-piece prefix. Do not
+add BOS to the text yourself.
+
 Serve it with vLLM (`vllm serve {repo_id}`) or SGLang (`python -m sglang.launch_server --model-path {repo_id}`):
-both read the llava-hf layout, the vicuna_v1 chat template stored here and the image processor, which pads to
-a square with the mean colour (`do_pad=True`) as the original ShareGPT4V inference code does."""
+both read the llava-hf layout, this chat template and the image processor, which pads to a square with the mean
+colour (`do_pad=True`) as the original ShareGPT4V inference code does. vLLM's chat completions endpoint does not
+add BOS by default: send `"add_special_tokens": true` with each request."""
 
 
 def read_license(folder: str | os.PathLike) -> str | None:
