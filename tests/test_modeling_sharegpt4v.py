@@ -222,7 +222,10 @@ def test_batched_left_padded_generation_equals_one_by_one(tiny_model):
     assert out[:, width:].tolist() == singles
 
 
-@pytest.mark.parametrize("impl", ["eager", "sdpa", "flex_attention"])
+@pytest.mark.parametrize(
+    "impl",
+    ["eager", "sdpa", pytest.param("flex_attention", marks=pytest.mark.slow)],  # flex compiles: ~1 min on CPU
+)
 def test_attention_implementations_agree(tmp_path, tiny_model, impl):
     tiny_model.save_pretrained(tmp_path)
     model = ShareGPT4VForCausalLM.from_pretrained(tmp_path, attn_implementation=impl).eval()
