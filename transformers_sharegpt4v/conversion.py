@@ -1077,6 +1077,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
+    "check_whole_string_template",
     "convert_checkpoint",
     "detect_source_format",
     "list_weight_files",
