@@ -5,8 +5,8 @@
 
 Same model, prompt ("Analyze the image in a comprehensive and detailed manner."), images (read from the same
 files) and `max_new_tokens` for all three, one run each, in this process:
-- engine: `caption_images` as `sharegpt4v caption` runs it (DataLoader workers, batch 16, greedy, prompt ids
-  built once, shards written);
+- engine: `caption_images` as `sharegpt4v caption` runs it (DataLoader workers, batch 32 by default here,
+  greedy, prompt ids built once, shards written);
 - Share-Captioner-style: the paper's batch script settings (batch 4, 3 beams with sampling, repetition
   penalty 1.5), images opened and preprocessed in the loop, prompts through the processor per batch;
 - naive: one image at a time, greedy, processor + generate per image.
@@ -130,9 +130,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint folder or Hub id (default: a tiny model built here)")
     parser.add_argument("--images", default=str(FIXTURE_IMAGES), help="folder of images to copy from")
-    parser.add_argument("--num-images", type=int, default=16)
+    parser.add_argument("--num-images", type=int, default=32, help="at least one full engine batch by default")
     parser.add_argument("--max-new-tokens", type=int, default=160)
-    parser.add_argument("--batch-size", type=int, default=16, help="engine batch size")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="engine batch size (32: on 2 CPU cores it measured ~5x the Share-Captioner-style loop, 16 ~4x)",
+    )
     parser.add_argument("--num-workers", type=int, default=2, help="engine DataLoader workers")
     parser.add_argument("--dtype", default="auto")
     args = parser.parse_args()

@@ -5,14 +5,15 @@
     print(summary.line())
 
 Pieces: `loader` (sources and DataLoader workers), `engine` (batched generation with one prompt),
-`writer` (atomic parquet shards, run.json, errors.jsonl), `degenerate` (repetition-loop guard),
-`run` (`caption_images`, `export_to_json`), `cli` (`sharegpt4v caption`).
+`writer` (atomic parquet shards, run.json, errors.jsonl), `degenerate` (the repetition-loop rule, shared with
+`sharegpt4v data stats`: `transformers_sharegpt4v.degenerate`), `run` (`caption_images`, `export_to_json`),
+`cli` (`sharegpt4v caption`).
 """
 
 from .degenerate import find_repetition, is_degenerate
 from .engine import PRESETS, CaptionEngine, GenerationSettings
 from .loader import ImageSource, list_source
-from .run import CaptionSummary, caption_images, export_to_json, load_captioner
+from .run import CaptionSummary, JSONExport, caption_images, check_model_format, export_to_json, load_captioner
 
 __all__ = [
     "PRESETS",
@@ -20,7 +21,9 @@ __all__ = [
     "CaptionSummary",
     "GenerationSettings",
     "ImageSource",
+    "JSONExport",
     "caption_images",
+    "check_model_format",
     "export_to_json",
     "find_repetition",
     "is_degenerate",
