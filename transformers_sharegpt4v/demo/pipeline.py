@@ -26,8 +26,9 @@ import random
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -385,6 +386,14 @@ def baselines(settings: DemoSettings, world: dict[str, list[Scene]], corpora: di
 # ------------------------------------------------------------------------------------------------ the run
 
 
+def _set_torch_threads(n: int) -> int:
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    return previous
+
+
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """Run the whole miniature and write OUTPUT/report.md; returns the numbers of the report."""
     from .report import write_report
@@ -393,8 +402,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         raise ValueError(f"num_seeds must be at least 1, got {settings.num_seeds}.")
     started = time.perf_counter()
     settings.output.mkdir(parents=True, exist_ok=True)
-    steps = ["world", "corpora", "checkpoints"] + [f"seed {s}" for s in settings.seeds] + ["report"]
-    bar = tqdm(total=len(steps), desc="demo", disable=not settings.progress)
+    runs = [(seed, variant) for seed in settings.seeds for variant in VARIANTS]
+    bar = tqdm(total=3 + len(runs) + 1, desc="demo", disable=not settings.progress)
 
     def step(name: str) -> None:
         bar.set_postfix_str(name)
@@ -408,20 +417,29 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
     inits = make_base_checkpoints(settings, corpora)
     step("checkpoints")
     questions = json.loads(corpora["test_questions"].read_text())
-    results: dict[str, list[dict]] = {v: [] for v in VARIANTS}
-    for seed in settings.seeds:
-        with ThreadPoolExecutor(max_workers=max(1, settings.jobs)) as pool:
-            finals = dict(
-                zip(
-                    VARIANTS,
-                    pool.map(lambda v, s=seed: train_variant(settings, s, v, inits[s], datasets), VARIANTS),
-                    strict=False,
-                )
-            )
-        for variant, final in finals.items():
+
+    # `jobs` runs (seed, variant) pairs at once, each training in its own process; a pair is evaluated as
+    # soon as it is trained, one evaluation at a time (remote-code loading is not thread-safe), while the
+    # other workers keep training. Detailed captions are longer, so a shared queue balances the load.
+    torch_threads = _set_torch_threads(1)
+    evaluation = threading.Lock()
+
+    def run_pair(seed: int, variant: str) -> tuple[int, str, dict]:
+        final = train_variant(settings, seed, variant, inits[seed], datasets)
+        with evaluation:
             scores = evaluate(settings, final, world, questions)
-            results[variant].append({"seed": seed, "model": str(final), **scores})
-        step(f"seed {seed}")
+        return seed, variant, {"seed": seed, "model": str(final), **scores}
+
+    finished: dict[tuple[int, str], dict] = {}
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, settings.jobs)) as pool:
+            for future in as_completed([pool.submit(run_pair, s, v) for s, v in runs]):
+                seed, variant, result = future.result()
+                finished[(seed, variant)] = result
+                step(f"seed {seed} {variant}")
+    finally:
+        _set_torch_threads(torch_threads)
+    results = {v: [finished[(s, v)] for s in settings.seeds] for v in VARIANTS}
     numbers = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
         "baselines": baselines(settings, world, corpora),
