@@ -25,6 +25,11 @@ TOLERANCE = 1e-5
 PHOTOS = sorted(FIXTURE_IMAGES.glob("*.jpg"))
 
 
+def test_fixture_photos_are_there():
+    """The photo tests are parametrized over this folder: an empty glob must fail, not skip them."""
+    assert len(PHOTOS) >= 4, f"expected the fixture photos in {FIXTURE_IMAGES} (shared/ beside the repository)"
+
+
 def expand2square(image: PIL.Image.Image, background_color: tuple[int, int, int]) -> PIL.Image.Image:
     """LLaVA-1.5's pad: a square canvas of the long side in the background colour, image pasted centred."""
     width, height = image.size
