@@ -66,7 +66,7 @@ def pixels(n: int = 1, seed: int = 0) -> torch.Tensor:
 NO_PLUGIN_PRELUDE = textwrap.dedent(
     """
     import sys
-    sys.path = [p for p in sys.path if p not in ("", ".") and not p.startswith(%r)]
+    sys.path = [p for p in sys.path if p not in ("", ".", %r)]  # not a prefix: a venv may live in the repo
 
     class _BlockPlugin:
         def find_spec(self, name, path=None, target=None):

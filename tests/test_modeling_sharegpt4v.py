@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -356,7 +357,7 @@ def run_without_plugin(code: str, cwd) -> subprocess.CompletedProcess:
     guard = textwrap.dedent(
         """
         import sys
-        sys.path = [p for p in sys.path if 'work/main' not in p and p not in ('', '.')]
+        sys.path = [p for p in sys.path if p not in ('', '.', REPO_ROOT)]
         class _Block:
             def find_spec(self, name, path=None, target=None):
                 if name == 'transformers_sharegpt4v' or name.startswith('transformers_sharegpt4v.'):
@@ -364,6 +365,7 @@ def run_without_plugin(code: str, cwd) -> subprocess.CompletedProcess:
         sys.meta_path.insert(0, _Block())
         """
     )
+    guard = guard.replace("REPO_ROOT", repr(str(Path(__file__).resolve().parents[1])))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
     env["HF_MODULES_CACHE"] = str(cwd / "hf_modules")

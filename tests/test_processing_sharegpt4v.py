@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -665,14 +666,14 @@ def run_without_plugin(code: str, cwd) -> subprocess.CompletedProcess:
     guard = textwrap.dedent(
         """
         import importlib.abc, sys
-        sys.path = [p for p in sys.path if p not in ("", ".") and not p.startswith("/work/main")]
+        sys.path = [p for p in sys.path if p not in ("", ".", REPO_ROOT)]
         class _Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] == "transformers_sharegpt4v":
                     raise ImportError("plugin blocked: " + name)
         sys.meta_path.insert(0, _Block())
         """
-    )
+    ).replace("REPO_ROOT", repr(str(Path(__file__).resolve().parents[1])))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_MODULES_CACHE=str(cwd / "modules"))
     return subprocess.run(
