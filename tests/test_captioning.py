@@ -394,6 +394,60 @@ def test_engine_pixels_equal_processor_and_images_encoded_once(captioner_dir):
     assert calls == [3]  # one vision pass for the batch, not one per beam or per step
 
 
+def test_engine_cache_choices(captioner_dir):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(captioner_dir).eval()
+    processor = AutoProcessor.from_pretrained(captioner_dir)
+    settings = GenerationSettings(max_new_tokens=6)
+    static = CaptionEngine(model, processor, PROMPT).generation_config(settings)
+    assert (static.cache_implementation, static.disable_compile, static.compile_config) == ("static", True, None)
+    dynamic = CaptionEngine(model, processor, PROMPT, cache="dynamic").generation_config(settings)
+    assert dynamic.cache_implementation is None
+    compiled = CaptionEngine(model, processor, PROMPT, compile=True).generation_config(settings)
+    assert compiled.disable_compile is False and compiled.compile_config.mode == "default"  # no CUDA graphs on CPU
+    assert compiled.compile_config._compile_all_devices
+    with pytest.raises(ValueError, match="needs the static cache"):
+        CaptionEngine(model, processor, PROMPT, cache="dynamic", compile=True)
+    with pytest.raises(ValueError, match="'static' or 'dynamic'"):
+        CaptionEngine(model, processor, PROMPT, cache="paged")
+
+    # the static cache really is used, and gives the captions of transformers' default growing cache
+    seen = []
+
+    def spy(module, args, kwargs):
+        seen.append(type(kwargs.get("past_key_values") or kwargs.get("cache")).__name__)
+
+    pixels = processor.image_processor([str(FIXTURE_IMAGES / n) for n in GOOD[:3]], return_tensors="pt")
+    results = {}
+    for cache in ("static", "dynamic"):
+        engine = CaptionEngine(model, processor, PROMPT, cache=cache)
+        seen.clear()
+        hook = model.register_forward_pre_hook(spy, with_kwargs=True)
+        try:
+            results[cache] = engine.generate(engine.pixel_values(pixels["pixel_values"], normalized=True), settings)
+        finally:
+            hook.remove()
+        assert seen and set(seen) == {"StaticCache" if cache == "static" else "DynamicCache"}, seen
+    assert results["static"] == results["dynamic"]
+
+
+@pytest.mark.slow
+def test_compiled_decode_gives_the_same_captions(captioner_dir):
+    """`--compile` on CPU (inductor + the system C compiler): the captions of the eager static-cache engine."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(captioner_dir).eval()
+    processor = AutoProcessor.from_pretrained(captioner_dir)
+    pixels = processor.image_processor([str(FIXTURE_IMAGES / n) for n in GOOD[:2]], return_tensors="pt")
+    settings = GenerationSettings(max_new_tokens=8)
+    eager = CaptionEngine(model, processor, PROMPT)
+    compiled = CaptionEngine(model, processor, PROMPT, compile=True)
+    expected = eager.generate(eager.pixel_values(pixels["pixel_values"], normalized=True), settings)
+    assert compiled.generate(compiled.pixel_values(pixels["pixel_values"], normalized=True), settings) == expected
+    assert hasattr(model, "_compiled_call")  # generate really went through torch.compile
+
+
 def test_sources_text_file_and_dataset(tmp_path, image_dir):
     listing = tmp_path / "list.txt"
     listing.write_text(

@@ -40,6 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
     parser.add_argument("--num-workers", type=int, default=4, help="image decoding/preprocessing processes")
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the decode step (GPU, long runs: each new batch size compiles once)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="caption only the first N images of the source")
     parser.add_argument("--export-json", metavar="FILE", help="also write OUT as a ShareGPT4V-PT JSON corpus")
     parser.add_argument(
@@ -73,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
             repetition_penalty=args.repetition_penalty,
             num_workers=args.num_workers,
             dtype=args.dtype,
+            compile=args.compile,
             limit=args.limit,
             export_json=args.export_json,
             retry_degenerate=args.retry_degenerate,

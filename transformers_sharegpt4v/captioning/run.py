@@ -251,6 +251,7 @@ def caption_images(
     id_column: str | None = None,
     shard_size: int = 1000,
     progress: bool = True,
+    compile: bool = False,
 ) -> CaptionSummary:
     """Caption every image of `images` into parquet shards in `output`, resuming where a previous run stopped.
 
@@ -269,6 +270,7 @@ def caption_images(
             `retry_no_repeat_ngram_size` (new ones at once, earlier ones from OUT's shards).
         split, image_column, id_column: for dataset sources.
         shard_size: rows per parquet shard.
+        compile: compile the decode step with `torch.compile` (worth it on a GPU for long runs).
 
     Returns a `CaptionSummary`; its `line()` is what the command prints.
     Under `accelerate launch --num_processes N` each process captions its share; the counts are summed.
@@ -311,7 +313,7 @@ def caption_images(
         raise ValueError(f"No images found in {os.fspath(images)!r} (extensions: {extensions}).")
 
     captioner_model, processor = load_captioner(str(model), dtype, state.device)
-    engine = CaptionEngine(captioner_model, processor, prompt)
+    engine = CaptionEngine(captioner_model, processor, prompt, compile=compile)
     captioner = _Captioner(engine, settings, retry)
     summary = CaptionSummary(output=str(output))
     start = time.perf_counter()
