@@ -27,6 +27,7 @@ from transformers_sharegpt4v.corpora import (
     export_corpus,
     messages_to_conversations,
 )
+from transformers_sharegpt4v.corpora.card import render_dataset_card
 
 CAPTION = (
     "The image shows a brown and white dog lying on a wooden floor next to a red ball. The dog looks at the "
@@ -292,6 +293,26 @@ def test_every_bad_record_is_skipped_and_reported_with_its_id(built):
     assert "\n" not in summary and f"{len(GOOD)} of {total} records kept" in summary
 
 
+def test_load_dataset_never_returns_rows_of_another_build(built, tmp_path):
+    """Folders of the same name and corpora of the same size (same counts and bytes: what a card's YAML
+    records): `load_dataset` gives each folder's current rows. With a `configs` section in the local card,
+    datasets keyed its cache by the card and returned the rows of the first build."""
+    from datasets import load_dataset
+
+    _, root, _, _ = built
+    loaded = []
+    for name, answer in [("a", "Two."), ("b", "Six."), ("a", "Ten.")]:
+        records = [dict(GOOD[1], conversations=_turns("How many cats?\n<image>", answer))]
+        corpus = tmp_path / f"{name}.json"
+        corpus.write_text(json.dumps(records), encoding="utf-8")
+        shutil.rmtree(tmp_path / name, ignore_errors=True)
+        build_corpus(corpus, root, tmp_path / name / "out", num_workers=0, progress=False)
+        assert "configs:" not in (tmp_path / name / "out" / "README.md").read_text()
+        row = load_dataset(str(tmp_path / name / "out"), split="train")[0]
+        loaded.append(row["messages"][1]["content"][0]["text"])
+    assert loaded == ["Two.", "Six.", "Ten."]
+
+
 def test_load_dataset_gives_trl_rows_with_resolvable_images(built, monkeypatch, tmp_path):
     from datasets import load_dataset
 
@@ -430,7 +451,9 @@ def test_embedded_images_survive_without_the_image_root(built, tmp_path, monkeyp
 def test_dataset_card_counts_sources_and_lengths(built):
     folder = built[0]
     card = (folder / "out" / "README.md").read_text()
-    assert "path: data/train-*.parquet" in card and "split: train" in card
+    assert "configs:" not in card and "- name: train" in card  # configs only on the Hub card (see above)
+    hub_card = render_dataset_card(json.loads((folder / "out" / "report.json").read_text()), repo_id="u/corpus")
+    assert "path: data/train-*.parquet" in hub_card and "split: train" in hub_card
     assert "| coco | 3 |" in card and "| sam | 1 |" in card and "| llava | 1 |" in card and "| text | 1 |" in card
     answers = [t["value"] for r in GOOD for t in r["conversations"][1::2]]
     chars = [len(a) for a in answers]

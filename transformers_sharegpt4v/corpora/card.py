@@ -19,7 +19,11 @@ _COLUMNS = [
 ]
 
 
-def _yaml_header(report: dict[str, Any]) -> DatasetCardData:
+def _yaml_header(report: dict[str, Any], hub: bool) -> DatasetCardData:
+    """`configs` only on the Hub card. In a local folder, a `configs` section makes `load_dataset(folder)`
+    key its cache by the card alone (datasets 5.x): another folder of the same name, or this folder rebuilt,
+    would load the rows cached the first time. Without it the shards are found by their `train-` names
+    and the cache is keyed by their modification times."""
     from datasets import DatasetInfo
 
     from .build import corpus_features
@@ -27,8 +31,9 @@ def _yaml_header(report: dict[str, Any]) -> DatasetCardData:
     info = DatasetInfo(features=corpus_features())._to_yaml_dict()
     info["splits"] = [{"name": "train", "num_bytes": report["num_bytes"], "num_examples": report["records_written"]}]
     info["dataset_size"] = report["num_bytes"]
+    configs = [{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}]
     return DatasetCardData(
-        configs=[{"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+        configs=configs if hub else None,
         dataset_info=info,
         task_categories=["image-text-to-text"],
         tags=["sharegpt4v", "llava", "image-captioning", "trl"],
@@ -107,7 +112,7 @@ def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, re
     else:
         lines.append("None.")
     lines += ["", "## How it was built", "", "```bash", report["command"], "```", ""]
-    card = DatasetCard(f"---\n{_yaml_header(report).to_yaml()}\n---\n\n" + "\n".join(lines))
+    card = DatasetCard(f"---\n{_yaml_header(report, hub=repo_id is not None).to_yaml()}\n---\n\n" + "\n".join(lines))
     return str(card)
 
 
