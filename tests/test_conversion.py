@@ -7,17 +7,14 @@ hidden_states[-2] without CLS -> Linear-GELU-Linear -> spliced at the -200 senti
 """
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import FIXTURE_IMAGES, tiny_config_kwargs
+from no_plugin import run_without_plugin
 from safetensors import safe_open
 from transformers import (
     AutoTokenizer,
@@ -60,39 +57,6 @@ def expand(ids: list[int]) -> list[int]:
 
 def pixels(n: int = 1, seed: int = 0) -> torch.Tensor:
     return torch.randn(n, 3, 336, 336, generator=torch.Generator().manual_seed(seed))
-
-
-# The subprocess that loads a converted folder with trust_remote_code where the plugin cannot be imported.
-NO_PLUGIN_PRELUDE = textwrap.dedent(
-    """
-    import sys
-    sys.path = [p for p in sys.path if p not in ("", ".", %r)]  # not a prefix: a venv may live in the repo
-
-    class _BlockPlugin:
-        def find_spec(self, name, path=None, target=None):
-            if name == "transformers_sharegpt4v" or name.startswith("transformers_sharegpt4v."):
-                raise ImportError("transformers_sharegpt4v is blocked in this test")
-            return None
-
-    sys.meta_path.insert(0, _BlockPlugin())
-    try:
-        import transformers_sharegpt4v  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        raise SystemExit("the plugin is importable: the test would prove nothing")
-    """
-) % str(REPO)
-
-
-def run_without_plugin(code: str, tmp_path: Path) -> None:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf_home"), OMP_NUM_THREADS="1")
-    env.pop("PYTHONPATH", None)
-    script = NO_PLUGIN_PRELUDE + textwrap.dedent(code) + '\nassert "transformers_sharegpt4v" not in sys.modules\n'
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-5000:]
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 from hub_server import LocalHub, run_with_hub
+from no_plugin import blocker_dir, script
 from test_conversion import (
     IMAGE_ID,
-    NO_PLUGIN_PRELUDE,
     SENTINEL,
     all_tensors,
     expand,
@@ -44,8 +44,8 @@ def checkpoint(spm_model_file, tmp_path_factory):
 
 
 def load_back_without_plugin(hub: LocalHub, repo_id: str, inputs, cwd) -> None:
-    code = NO_PLUGIN_PRELUDE + (
-        "\nimport torch\n"
+    code = script(
+        "import torch\n"
         "from transformers import AutoModelForCausalLM, AutoProcessor\n"
         f"model = AutoModelForCausalLM.from_pretrained({repo_id!r}, trust_remote_code=True).eval()\n"
         "assert type(model).__name__ == 'ShareGPT4VForCausalLM', type(model)\n"
@@ -56,9 +56,8 @@ def load_back_without_plugin(hub: LocalHub, repo_id: str, inputs, cwd) -> None:
         f"processor = AutoProcessor.from_pretrained({repo_id!r}, trust_remote_code=True)\n"
         "assert type(processor).__name__ == 'ShareGPT4VProcessor' and processor.image_processor.do_pad\n"
         f"assert processor.tokenizer.convert_tokens_to_ids('<image>') == {IMAGE_ID}\n"
-        "assert 'transformers_sharegpt4v' not in sys.modules\n"
     )
-    run_with_hub(hub, code, cwd=cwd, env={"PYTHONPATH": "", "OMP_NUM_THREADS": "1"})
+    run_with_hub(hub, code, cwd=cwd, env={"PYTHONPATH": str(blocker_dir(cwd)), "OMP_NUM_THREADS": "1"})
 
 
 def test_cli_push_uploads_everything_and_loads_back_without_plugin(checkpoint, tmp_path):

@@ -1,16 +1,13 @@
 """ShareGPT4VConfig / ShareGPT4VModel / ShareGPT4VForCausalLM against an independent re-implementation of
 the original forward, plus the Auto classes, remote code, attention backends and generation."""
 
-import os
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from no_plugin import run_without_plugin
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -352,33 +349,6 @@ def test_auto_classes_with_plugin_installed(tmp_path, tiny_model):
     assert type(AutoImageProcessor.from_pretrained(tmp_path)) is ShareGPT4VImageProcessor
 
 
-def run_without_plugin(code: str, cwd) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter that cannot import transformers_sharegpt4v at all."""
-    guard = textwrap.dedent(
-        """
-        import sys
-        sys.path = [p for p in sys.path if p not in ('', '.', REPO_ROOT)]
-        class _Block:
-            def find_spec(self, name, path=None, target=None):
-                if name == 'transformers_sharegpt4v' or name.startswith('transformers_sharegpt4v.'):
-                    raise ImportError('plugin blocked in this test')
-        sys.meta_path.insert(0, _Block())
-        """
-    )
-    guard = guard.replace("REPO_ROOT", repr(str(Path(__file__).resolve().parents[1])))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_HUB_OFFLINE"] = "1"
-    env["HF_MODULES_CACHE"] = str(cwd / "hf_modules")
-    return subprocess.run(
-        [sys.executable, "-c", guard + textwrap.dedent(code)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_every_auto_class_loads_with_remote_code_without_plugin(tmp_path, tiny_model):
     ckpt = tmp_path / "ckpt"
     tiny_model.save_pretrained(ckpt)
@@ -394,11 +364,6 @@ def test_every_auto_class_loads_with_remote_code_without_plugin(tmp_path, tiny_m
         f"""
         import torch
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForImageTextToText
-        try:
-            import transformers_sharegpt4v
-            raise SystemExit('plugin importable')
-        except ImportError:
-            pass
         path = {str(ckpt)!r}
         config = AutoConfig.from_pretrained(path, trust_remote_code=True)
         assert type(config).__name__ == 'ShareGPT4VConfig', type(config)
@@ -428,3 +393,26 @@ def test_package_registers_on_import():
 
     assert CONFIG_MAPPING["sharegpt4v"] is ShareGPT4VConfig
     assert transformers_sharegpt4v.__version__
+
+
+@pytest.mark.parametrize(
+    "unit_file, module, name",
+    [
+        ("configuration_sharegpt4v.py", "transformers.configuration_utils", "SubConfigSpec"),
+        ("image_processing_sharegpt4v.py", "transformers.image_processing_backends", "PilBackend"),
+    ],
+)
+def test_older_transformers_gets_the_version_to_install(unit_file, module, name, tmp_path):
+    """A remote-code file on a transformers without the names it needs says which version to install."""
+    path = Path(transformers_sharegpt4v.__file__).parent / unit_file
+    code = f"""
+        import importlib, importlib.util
+        delattr(importlib.import_module({module!r}), {name!r})  # as on a transformers before 5.20
+        spec = importlib.util.spec_from_file_location("unit_file", {str(path)!r})
+        try:
+            spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        except ImportError as error:
+            print(error)
+        """
+    result = run_without_plugin(code, tmp_path)
+    assert "transformers>=5.20 (this is " in result.stdout and "pip install -U 'transformers>=5.20'" in result.stdout

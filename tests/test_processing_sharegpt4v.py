@@ -11,13 +11,8 @@ and puts the sentinel -200 between the pieces. `preprocess_v1` masks BOS and, pe
 
 import copy
 import json
-import os
 import random
 import re
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +20,7 @@ import sentencepiece as spm
 import torch
 from conftest import FIXTURE_IMAGES, tiny_config_kwargs
 from jinja2.exceptions import TemplateError
+from no_plugin import run_without_plugin
 from PIL import Image
 from transformers import AutoProcessor, LlamaTokenizer
 
@@ -659,31 +655,6 @@ def test_save_pretrained_layout_and_auto_processor(processor, tmp_path):
     text = "USER: <image>\nWhat? ASSISTANT:"
     image = Image.new("RGB", (20, 10), (255, 0, 0))
     assert loaded(images=[image], text=text)["input_ids"] == processor(images=[image], text=text)["input_ids"]
-
-
-def run_without_plugin(code: str, cwd) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter that cannot import transformers_sharegpt4v."""
-    guard = textwrap.dedent(
-        """
-        import importlib.abc, sys
-        sys.path = [p for p in sys.path if p not in ("", ".", REPO_ROOT)]
-        class _Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "transformers_sharegpt4v":
-                    raise ImportError("plugin blocked: " + name)
-        sys.meta_path.insert(0, _Block())
-        """
-    ).replace("REPO_ROOT", repr(str(Path(__file__).resolve().parents[1])))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", HF_MODULES_CACHE=str(cwd / "modules"))
-    return subprocess.run(
-        [sys.executable, "-c", guard + textwrap.dedent(code)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_remote_code_without_plugin(processor, images, tiny_model, tmp_path):

@@ -15,22 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_config_kwargs
+from no_plugin import blocker_dir, run_without_plugin, script
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "examples" / "recipes"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 ENV.pop("WANDB_MODE", None)
-
-# Imported in a subprocess through PYTHONPATH: any import of the plugin fails, as on a machine without it.
-BLOCKER = """
-import sys
-class _BlockPlugin:
-    def find_spec(self, name, path=None, target=None):
-        if name == "transformers_sharegpt4v" or name.startswith("transformers_sharegpt4v."):
-            raise ImportError("transformers_sharegpt4v is blocked in this test")
-        return None
-sys.meta_path.insert(0, _BlockPlugin())
-"""
 
 
 def _load_example(name: str):
@@ -423,17 +413,9 @@ def _train_cli(tiny_run, output_dir, *extra, recipe="tiny_pretrain.yaml", model=
 
 
 def _load_without_plugin(tmp_path, checkpoint) -> str:
-    (tmp_path / "blocker").mkdir(exist_ok=True)
-    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
-    script = f"""
-import torch
+    code = f"""
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
-try:
-    import transformers_sharegpt4v
-    raise SystemExit("plugin importable")
-except ImportError:
-    pass
 path = {str(checkpoint)!r}
 model = AutoModelForImageTextToText.from_pretrained(path, trust_remote_code=True)
 processor = AutoProcessor.from_pretrained(path, trust_remote_code=True)
@@ -443,10 +425,7 @@ inputs = processor(images=[Image.new("RGB", (64, 48), "red")], text=prompt, retu
 out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
 print("LOADED", type(model).__module__, out.shape[1] - inputs["input_ids"].shape[1])
 """
-    env = {**ENV, "PYTHONPATH": str(tmp_path / "blocker")}
-    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
+    return run_without_plugin(code, tmp_path, timeout=300).stdout
 
 
 def test_cli_trains_a_tiny_recipe_and_checkpoints_load_without_the_plugin(tiny_run, tmp_path):
@@ -530,8 +509,6 @@ def test_trl_vision_collator_with_assistant_only_loss_gives_our_labels(tiny_run,
 
 
 def test_trl_sft_cli_on_a_plugin_checkpoint_without_the_plugin(tiny_run, tmp_path):
-    (tmp_path / "blocker").mkdir()
-    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
     out = tmp_path / "trl"
     command = [
         "trl", "sft", "--config", str(RECIPES / "trl_finetune.yaml"), "--model_name_or_path", str(tiny_run["init"]),
@@ -539,7 +516,7 @@ def test_trl_sft_cli_on_a_plugin_checkpoint_without_the_plugin(tiny_run, tmp_pat
         "--dtype", "float32", "--max_steps", "2", "--per_device_train_batch_size", "2",
         "--gradient_accumulation_steps", "1", "--activation_checkpointing", "false", "--save_strategy", "no",
     ]  # fmt: skip
-    env = {**ENV, "PYTHONPATH": str(tmp_path / "blocker")}
+    env = {**ENV, "PYTHONPATH": str(blocker_dir(tmp_path))}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     assert (out / "model.safetensors").is_file() and (out / "modeling_sharegpt4v.py").is_file()
@@ -654,8 +631,6 @@ def test_mixed_batch_with_a_text_only_row(processor):
 def test_push_to_hub_then_load_without_the_plugin(tiny_run, tmp_path):
     from hub_server import LocalHub, run_with_hub
 
-    (tmp_path / "blocker").mkdir()
-    (tmp_path / "blocker" / "sitecustomize.py").write_text(BLOCKER)
     with LocalHub(tmp_path / "hub") as hub:
         run_with_hub(
             hub,
@@ -670,17 +645,12 @@ def test_push_to_hub_then_load_without_the_plugin(tiny_run, tmp_path):
         )  # fmt: skip
         loaded = run_with_hub(
             hub,
-            """
+            script("""
 from transformers import AutoModelForImageTextToText, AutoProcessor
-try:
-    import transformers_sharegpt4v
-    raise SystemExit("plugin importable")
-except ImportError:
-    pass
 model = AutoModelForImageTextToText.from_pretrained("test-user/tiny-sharegpt4v", trust_remote_code=True)
 processor = AutoProcessor.from_pretrained("test-user/tiny-sharegpt4v", trust_remote_code=True)
 print("LOADED", type(model).__name__, type(processor).__name__)
-""",
-            env={"PYTHONPATH": str(tmp_path / "blocker"), "OMP_NUM_THREADS": "1"},
+"""),
+            env={"PYTHONPATH": str(blocker_dir(tmp_path)), "OMP_NUM_THREADS": "1"},
         )
     assert "LOADED ShareGPT4VForCausalLM ShareGPT4VProcessor" in loaded.stdout

@@ -1,11 +1,16 @@
 """The `sharegpt4v` command. Thin: it picks the subcommand and hands the rest of argv to the module that
 implements it, so `sharegpt4v --help` stays fast and each feature keeps its options beside its code.
 
-Each module listed in COMMANDS exposes `add_arguments(parser)` and `run(args) -> int`.
+Each module listed in COMMANDS exposes `add_arguments(parser)` and `run(args) -> int`. Bad input is a
+`ValueError` (or `FileNotFoundError`) whose message names the file, record, key or option at fault: the
+dispatcher prints it as
+`sharegpt4v COMMAND: error: MESSAGE` on stderr and exits with 2 (argparse's code for a usage error).
+`SHAREGPT4V_DEBUG=1` lets the exception through with its traceback.
 """
 
 import argparse
 import importlib
+import os
 import sys
 
 # subcommand -> (module, one-line help)
@@ -40,7 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = argparse.ArgumentParser(prog=f"sharegpt4v {name}", description=COMMANDS[name][1])
     module.add_arguments(sub)
     args = sub.parse_args(argv[1:])
-    return int(module.run(args) or 0)
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("SHAREGPT4V_DEBUG"):
+            raise
+        print(f"sharegpt4v {name}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

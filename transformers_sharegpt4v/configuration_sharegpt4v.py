@@ -8,8 +8,18 @@ vocabulary padded to 32064).
 
 from typing import Literal
 
+import transformers
 from transformers import AutoConfig, PreTrainedConfig
-from transformers.configuration_utils import SubConfigSpec
+
+MIN_TRANSFORMERS = "5.20"  # SubConfigSpec (here) and PilBackend (image processor) appeared in 5.20
+
+try:
+    from transformers.configuration_utils import SubConfigSpec
+except ImportError as error:  # the first unit file a Hub user's transformers imports
+    raise ImportError(
+        f"ShareGPT4V checkpoints need transformers>={MIN_TRANSFORMERS} (this is {transformers.__version__}): "
+        f"pip install -U 'transformers>={MIN_TRANSFORMERS}'"
+    ) from error
 
 # Every Auto class that can load a saved checkpoint, written into its config.json so that
 # `trust_remote_code=True` finds the code without the plugin installed.

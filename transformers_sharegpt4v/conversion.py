@@ -37,7 +37,6 @@ import os
 import re
 import shutil
 import struct
-import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
@@ -1057,19 +1056,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        dst = convert_checkpoint(
-            args.src,
-            args.dst,
-            to=args.to,
-            vision_tower=args.vision_tower,
-            dtype=args.dtype,
-            max_shard_size=args.max_shard_size,
-            overwrite=args.overwrite,
-        )
-    except ValueError as error:
-        print(f"sharegpt4v convert: error: {error}", file=sys.stderr)
-        return 2
+    dst = convert_checkpoint(
+        args.src,
+        args.dst,
+        to=args.to,
+        vision_tower=args.vision_tower,
+        dtype=args.dtype,
+        max_shard_size=args.max_shard_size,
+        overwrite=args.overwrite,
+    )
     files = sorted(p.name for p in dst.iterdir())
     weights = sum(p.stat().st_size for p in dst.glob("*.safetensors"))
     print(f"Converted {args.src} -> {dst} ({args.to}): {weights / 1e9:.2f} GB of safetensors, {len(files)} files.")

@@ -12,7 +12,6 @@ import argparse
 import datetime
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -229,20 +228,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        url = push_checkpoint(
-            args.folder,
-            args.repo_id,
-            private=args.private or None,
-            token=args.token,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            create_pr=args.create_pr,
-            license=args.license,
-        )
-    except ValueError as error:
-        print(f"sharegpt4v push: error: {error}", file=sys.stderr)
-        return 2
+    url = push_checkpoint(
+        args.folder,
+        args.repo_id,
+        private=args.private or None,
+        token=args.token,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+        license=args.license,
+    )
     files = sum(1 for p in Path(args.folder).iterdir() if p.is_file())
     print(f"Pushed {args.folder} ({files} files) to {args.repo_id}: {url}")
     return 0

@@ -31,7 +31,7 @@ import numpy as np
 import PIL.Image
 import PIL.ImageFile
 import torch
-from transformers.image_processing_backends import PilBackend
+import transformers
 from transformers.image_processing_base import BatchFeature
 from transformers.image_utils import (
     OPENAI_CLIP_MEAN,
@@ -41,6 +41,14 @@ from transformers.image_utils import (
     SizeDict,
 )
 from transformers.utils import TensorType
+
+try:
+    from transformers.image_processing_backends import PilBackend
+except ImportError as error:  # an image processor loaded alone, with an older transformers
+    raise ImportError(
+        f"The ShareGPT4V image processor needs transformers>=5.20 (this is {transformers.__version__}): "
+        "pip install -U 'transformers>=5.20'"
+    ) from error
 
 
 class CorruptImageError(ValueError):

@@ -8,7 +8,6 @@ accelerate launch --num_processes 8 -m transformers_sharegpt4v.cli caption --mod
 from __future__ import annotations
 
 import argparse
-import sys
 
 from .engine import PRESETS
 
@@ -65,34 +64,30 @@ def run(args: argparse.Namespace) -> int:
     """Caption and print the one-line summary (unreadable images do not fail the run: see errors.jsonl)."""
     from .run import caption_images
 
-    try:
-        summary = caption_images(
-            args.model,
-            args.images,
-            args.output,
-            prompt=args.prompt,
-            preset=args.preset,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            num_beams=args.num_beams,
-            repetition_penalty=args.repetition_penalty,
-            num_workers=args.num_workers,
-            dtype=args.dtype,
-            compile=args.compile,
-            limit=args.limit,
-            export_json=args.export_json,
-            retry_degenerate=args.retry_degenerate,
-            retry_repetition_penalty=args.retry_repetition_penalty,
-            retry_no_repeat_ngram_size=args.retry_no_repeat_ngram_size,
-            split=args.split,
-            image_column=args.image_column,
-            id_column=args.id_column,
-            shard_size=args.shard_size,
-            progress=not args.no_progress,
-        )
-    except ValueError as error:
-        print(f"sharegpt4v caption: error: {error}", file=sys.stderr)
-        return 2
+    summary = caption_images(
+        args.model,
+        args.images,
+        args.output,
+        prompt=args.prompt,
+        preset=args.preset,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        num_beams=args.num_beams,
+        repetition_penalty=args.repetition_penalty,
+        num_workers=args.num_workers,
+        dtype=args.dtype,
+        compile=args.compile,
+        limit=args.limit,
+        export_json=args.export_json,
+        retry_degenerate=args.retry_degenerate,
+        retry_repetition_penalty=args.retry_repetition_penalty,
+        retry_no_repeat_ngram_size=args.retry_no_repeat_ngram_size,
+        split=args.split,
+        image_column=args.image_column,
+        id_column=args.id_column,
+        shard_size=args.shard_size,
+        progress=not args.no_progress,
+    )
     from .run import _partial_state
 
     if _partial_state().is_main_process:

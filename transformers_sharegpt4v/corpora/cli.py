@@ -136,8 +136,4 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return {"build": _build, "export": _export, "stats": _stats, "push": _push}[args.data_command](args)
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    return {"build": _build, "export": _export, "stats": _stats, "push": _push}[args.data_command](args)
