@@ -20,6 +20,8 @@ setup(
         # CPU wheels: `pip install torch==2.13.0` first on CPU-only machines; GPU users install the CUDA
         # build of their choice (see README). A range keeps either satisfied without a re-install.
         "torch>=2.6",
+        # inference, conversion and captioning run on 5.20+ (tested); training recipes use 5.23's
+        # `activation_checkpointing` argument, hence the higher floor of the train/test extras
         "transformers>=5.20,<6",
         "huggingface_hub>=1.0",
         "safetensors>=0.4",
@@ -32,10 +34,18 @@ setup(
         "protobuf",
     ],
     extras_require={
-        "train": ["trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+        "train": ["transformers>=5.23,<6", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
         "flash": ["flash-attn>=2.6"],
-        "test": ["pytest>=8", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
-        "dev": ["pytest>=8", "ruff", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+        "test": ["pytest>=8", "transformers>=5.23,<6", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
+        "dev": [
+            "pytest>=8",
+            "ruff",
+            "transformers>=5.23,<6",
+            "trl>=1.0,<2",
+            "datasets>=4",
+            "accelerate>=1.0",
+            "peft>=0.15",
+        ],
     },
     entry_points={"console_scripts": ["sharegpt4v=transformers_sharegpt4v.cli:main"]},
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],

@@ -67,6 +67,9 @@ class ShareGPT4VTextKwargs(TextKwargs, total=False):
 
 class ShareGPT4VProcessorKwargs(ProcessingKwargs, total=False):
     text_kwargs: ShareGPT4VTextKwargs
+    # No defaults beyond transformers'. Declared because transformers < 5.23 reads `_defaults` on this class
+    # (TypedDict subclasses do not inherit class attributes).
+    _defaults = {}
 
 
 def _metaspace_of(pre_tokenizer: dict | None) -> dict | None:
