@@ -502,6 +502,29 @@ def test_dataset_source_end_to_end(captioner_dir, image_dir, tmp_path, single_ru
     by_folder = {row["image"]: row["caption"] for row in load_rows(single_run[0])}
     assert {row["image"]: row["caption"] for row in load_rows(output)} == {n: by_folder[n] for n in GOOD[:3]}
 
+    # the export writes the dataset's images beside the JSON, bytes unchanged, and `data build` keeps them all
+    from transformers_sharegpt4v.corpora import build_corpus
+
+    exported = export_to_json(output, tmp_path / "corpus.json", include_degenerate=True)
+    root = Path(exported.image_root)
+    assert root == (tmp_path / "corpus_images").resolve()
+    records = json.loads((tmp_path / "corpus.json").read_text())
+    assert sorted(r["image"] for r in records) == sorted(n.replace("/", "_") for n in GOOD[:3])
+    for name in GOOD[:3]:
+        assert (root / name.replace("/", "_")).read_bytes() == (image_dir / name).read_bytes()
+    built = build_corpus(tmp_path / "corpus.json", root, tmp_path / "corpus", num_workers=0, progress=False)
+    assert built.records_written == 3
+
+    # rows keyed by index, images stored as bytes without a file name: the extension comes from the bytes
+    ds = datasets.Dataset.from_dict({"picture": [{"bytes": (image_dir / GOOD[0]).read_bytes(), "path": None}]})
+    ds.cast_column("picture", datasets.Image()).save_to_disk(tmp_path / "ds2")
+    caption_images(str(captioner_dir), tmp_path / "ds2", tmp_path / "out2", max_new_tokens=MAX_NEW, num_workers=0,
+                   progress=False)  # fmt: skip
+    export_to_json(tmp_path / "out2", tmp_path / "two.json", include_degenerate=True)
+    expected_name = "0" + Path(GOOD[0]).suffix.lower().replace(".jpeg", ".jpg")
+    assert [r["image"] for r in json.loads((tmp_path / "two.json").read_text())] == [expected_name]
+    assert (tmp_path / "two_images" / expected_name).read_bytes() == (image_dir / GOOD[0]).read_bytes()
+
 
 def _free_port() -> int:
     import socket

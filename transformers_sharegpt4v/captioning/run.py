@@ -299,6 +299,8 @@ def caption_images(
         "image_root": source_root(images, exclude=output),  # what the keys are relative to (export)
         "dtype": str(resolve_dtype(dtype, state.device)).removeprefix("torch."),  # informative, not checked
     }
+    if config["image_root"] is None:  # a dataset source: how to find its images again (export)
+        config["dataset"] = {"split": split, "image_column": image_column, "id_column": id_column}
     if output.exists() and not output.is_dir():
         raise ValueError(f"--output {output} exists and is not a folder.")
     output.mkdir(parents=True, exist_ok=True)
@@ -383,7 +385,7 @@ def _sum_over_processes(summary: CaptionSummary, state: Any) -> CaptionSummary:
 class JSONExport(NamedTuple):
     """What `export_to_json` wrote: `records` kept, `left_out` (degenerate or empty captions), and the
     `image_root` the records' `image` paths are relative to (pass it to `sharegpt4v data build --image-root`;
-    None for a dataset source, whose keys are row ids)."""
+    for a dataset source, the folder the images were written to)."""
 
     records: int
     left_out: int
@@ -420,6 +422,60 @@ def _export_paths(keys: list[str], source: str | None, image_root: str | None) -
     return paths, root
 
 
+_FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
+
+
+def _image_file_name(key: str, original_path: str | None, data: bytes) -> str:
+    """A file name for a dataset row's image: the row id made filename-safe, with the image's extension
+    (the original file's, else the one of the format the bytes are in)."""
+    import re
+
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", key).lstrip(".") or "_"
+    if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
+        return name
+    suffix = Path(original_path or "").suffix.lower()
+    if suffix not in IMAGE_EXTENSIONS:
+        import io
+
+        import PIL.Image
+
+        with PIL.Image.open(io.BytesIO(data)) as image:
+            suffix = _FORMAT_EXTENSIONS.get(image.format or "", ".img")
+    return name + suffix
+
+
+def _write_dataset_images(config: dict[str, Any], keys: list[str], folder: Path) -> list[str]:
+    """Write the images of the captioned rows of a dataset source into `folder`, bytes unchanged (no
+    re-encoding), and return their file names (the records' `image` paths relative to `folder`)."""
+    options = config.get("dataset") or {}
+    source = list_source(
+        config["images"],
+        split=options.get("split", "train"),
+        image_column=options.get("image_column"),
+        id_column=options.get("id_column"),
+    )
+    row_of = {key: int(locator) for key, locator in zip(source.keys, source.locators, strict=True)}
+    missing = [key for key in keys if key not in row_of]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} captioned row(s) are no longer in the dataset {config['images']!r} "
+            f"(first: {missing[0]!r}): it changed since captioning."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    names = []
+    for key in tqdm(keys, desc="export images", unit="img", disable=len(keys) < 1000):
+        raw = source.dataset[row_of[key]][source.image_column]
+        data = raw.get("bytes") or Path(raw["path"]).read_bytes()
+        name = _image_file_name(key, raw.get("path"), data)
+        target = folder / name
+        if not target.is_file() or target.stat().st_size != len(data):
+            temporary = target.with_name(f".{name}.tmp")
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        names.append(name)
+    return names
+
+
 def _inside(path: str, folder: str) -> bool:
     relative = os.path.relpath(path, folder)
     return relative != ".." and not relative.startswith(".." + os.sep) and relative != "."
@@ -438,8 +494,10 @@ def export_to_json(
     {"from": "gpt", "value": caption}]}` sorted by image. `image` is the image's path relative to the image
     root: `image_root` if given, else the source's root (the `--images` folder, or the folder of the text file
     of paths) when every image lies inside it, else the deepest folder that holds them all. `id` is that
-    path, extension included, so `cat.jpg` and `cat.png` stay two records. Degenerate captions are left out
-    unless `include_degenerate`; empty captions always (a corpus record needs an answer).
+    path, extension included, so `cat.jpg` and `cat.png` stay two records. A dataset source's images are
+    written, bytes unchanged, to the folder `<path stem>_images` beside `path`, named by row id, which is
+    then the image root. Degenerate captions are left out unless `include_degenerate`; empty captions
+    always (a corpus record needs an answer).
     """
     from ..corpora.export import write_json_list
 
@@ -457,7 +515,13 @@ def export_to_json(
     if not include_degenerate:
         keep = pc.and_(keep, pc.invert(table.column("degenerate")))
     table = table.filter(keep)
-    images, root = _export_paths(table.column("image").to_pylist(), _recorded_root(config), image_root)
+    keys = table.column("image").to_pylist()
+    if _recorded_root(config) is None and image_root is None and "dataset" in config:
+        root = path.with_name(path.stem + "_images")
+        images = _write_dataset_images(config, keys, root)
+        root = str(root.resolve())
+    else:
+        images, root = _export_paths(keys, _recorded_root(config), image_root)
     captions = table.column("caption").to_pylist()
     if len(set(images)) != len(images):
         raise ValueError(f"{output}: two captioned images map to the same path under the image root {root!r}.")
