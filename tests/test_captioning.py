@@ -400,51 +400,69 @@ def test_engine_cache_choices(captioner_dir):
     model = AutoModelForImageTextToText.from_pretrained(captioner_dir).eval()
     processor = AutoProcessor.from_pretrained(captioner_dir)
     settings = GenerationSettings(max_new_tokens=6)
-    static = CaptionEngine(model, processor, PROMPT).generation_config(settings)
-    assert (static.cache_implementation, static.disable_compile, static.compile_config) == ("static", True, None)
-    dynamic = CaptionEngine(model, processor, PROMPT, cache="dynamic").generation_config(settings)
-    assert dynamic.cache_implementation is None
+    assert CaptionEngine(model, processor, PROMPT).cache == "static"  # auto, on a CPU
+    assert CaptionEngine(model, processor, PROMPT, compile=True).cache == "static"
+    eager = CaptionEngine(model, processor, PROMPT).generation_config(settings)
+    assert (eager.cache_implementation, eager.disable_compile, eager.compile_config) == (None, True, None)
     compiled = CaptionEngine(model, processor, PROMPT, compile=True).generation_config(settings)
     assert compiled.disable_compile is False and compiled.compile_config.mode == "default"  # no CUDA graphs on CPU
     assert compiled.compile_config._compile_all_devices
     with pytest.raises(ValueError, match="needs the static cache"):
         CaptionEngine(model, processor, PROMPT, cache="dynamic", compile=True)
-    with pytest.raises(ValueError, match="'static' or 'dynamic'"):
+    with pytest.raises(ValueError, match="'auto', 'static' or 'dynamic'"):
         CaptionEngine(model, processor, PROMPT, cache="paged")
 
-    # the static cache really is used, and gives the captions of transformers' default growing cache
+    # the static cache is used, one object per batch shape, reset between batches; its captions are those
+    # of transformers' default growing cache, also for a batch that follows another of the same size
     seen = []
 
     def spy(module, args, kwargs):
-        seen.append(type(kwargs.get("past_key_values") or kwargs.get("cache")).__name__)
+        seen.append(kwargs.get("past_key_values") or kwargs.get("cache"))
 
-    pixels = processor.image_processor([str(FIXTURE_IMAGES / n) for n in GOOD[:3]], return_tensors="pt")
+    files = [str(path) for path in sorted(FIXTURE_IMAGES.glob("*.jpg"))]  # 4 photos
+    batches = [processor.image_processor(chunk, return_tensors="pt")["pixel_values"] for chunk in
+               (files[:2], files[2:4], files[3:], files[:2])]  # fmt: skip
     results = {}
     for cache in ("static", "dynamic"):
         engine = CaptionEngine(model, processor, PROMPT, cache=cache)
         seen.clear()
         hook = model.register_forward_pre_hook(spy, with_kwargs=True)
         try:
-            results[cache] = engine.generate(engine.pixel_values(pixels["pixel_values"], normalized=True), settings)
+            results[cache] = [engine.generate(engine.pixel_values(b, normalized=True), settings) for b in batches]
         finally:
             hook.remove()
-        assert seen and set(seen) == {"StaticCache" if cache == "static" else "DynamicCache"}, seen
+        kinds = {type(c).__name__ for c in seen}
+        assert kinds == {"StaticCache" if cache == "static" else "DynamicCache"}, kinds
+        if cache == "static":
+            per_batch = len(seen) // len(batches)  # prefill + decode steps, the same for every batch here
+            objects = [id(seen[i * per_batch]) for i in range(len(batches))]
+            assert objects[0] == objects[1] == objects[3] != objects[2]  # reused for 2 rows, another for 1
     assert results["static"] == results["dynamic"]
+    # beam search reorders the cache; a reused static cache still gives the growing cache's captions
+    beams = GenerationSettings(max_new_tokens=6, num_beams=2)
+    static, dynamic = (CaptionEngine(model, processor, PROMPT, cache=c) for c in ("static", "dynamic"))
+    for pixels in batches[:2]:
+        pixels = static.pixel_values(pixels, normalized=True)
+        assert static.generate(pixels, beams) == dynamic.generate(pixels, beams)
 
 
 @pytest.mark.slow
 def test_compiled_decode_gives_the_same_captions(captioner_dir):
-    """`--compile` on CPU (inductor + the system C compiler): the captions of the eager static-cache engine."""
+    """`--compile` on CPU (inductor + the system C compiler): the captions of the eager engine, over batches
+    of two sizes (a compiled step with a reused cache must not leak one batch into the next)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model = AutoModelForImageTextToText.from_pretrained(captioner_dir).eval()
     processor = AutoProcessor.from_pretrained(captioner_dir)
-    pixels = processor.image_processor([str(FIXTURE_IMAGES / n) for n in GOOD[:2]], return_tensors="pt")
+    files = [str(path) for path in sorted(FIXTURE_IMAGES.glob("*.jpg"))]  # 4 photos
+    batches = [processor.image_processor(chunk, return_tensors="pt")["pixel_values"] for chunk in
+               (files[:2], files[2:4], files[3:])]  # fmt: skip
     settings = GenerationSettings(max_new_tokens=8)
-    eager = CaptionEngine(model, processor, PROMPT)
+    eager = CaptionEngine(model, processor, PROMPT, cache="dynamic")
     compiled = CaptionEngine(model, processor, PROMPT, compile=True)
-    expected = eager.generate(eager.pixel_values(pixels["pixel_values"], normalized=True), settings)
-    assert compiled.generate(compiled.pixel_values(pixels["pixel_values"], normalized=True), settings) == expected
+    for pixels in batches:
+        expected = eager.generate(eager.pixel_values(pixels, normalized=True), settings)
+        assert compiled.generate(compiled.pixel_values(pixels, normalized=True), settings) == expected
     assert hasattr(model, "_compiled_call")  # generate really went through torch.compile
 
 
@@ -509,9 +527,10 @@ def test_dataset_source_end_to_end(captioner_dir, image_dir, tmp_path, single_ru
     root = Path(exported.image_root)
     assert root == (tmp_path / "corpus_images").resolve()
     records = json.loads((tmp_path / "corpus.json").read_text())
-    assert sorted(r["image"] for r in records) == sorted(n.replace("/", "_") for n in GOOD[:3])
+    assert sorted(r["image"] for r in records) == sorted(GOOD[:3])  # safe names: kept as they are
+    assert all(r["id"] == r["image"] for r in records)  # the row ids
     for name in GOOD[:3]:
-        assert (root / name.replace("/", "_")).read_bytes() == (image_dir / name).read_bytes()
+        assert (root / name).read_bytes() == (image_dir / name).read_bytes()
     built = build_corpus(tmp_path / "corpus.json", root, tmp_path / "corpus", num_workers=0, progress=False)
     assert built.records_written == 3
 
@@ -524,6 +543,21 @@ def test_dataset_source_end_to_end(captioner_dir, image_dir, tmp_path, single_ru
     expected_name = "0" + Path(GOOD[0]).suffix.lower().replace(".jpeg", ".jpg")
     assert [r["image"] for r in json.loads((tmp_path / "two.json").read_text())] == [expected_name]
     assert (tmp_path / "two_images" / expected_name).read_bytes() == (image_dir / GOOD[0]).read_bytes()
+
+
+def test_dataset_image_file_names_are_safe_and_distinct():
+    from transformers_sharegpt4v.captioning.run import _image_file_name
+
+    png = (FIXTURE_IMAGES.parent / "images").glob("*.jpg")  # any real bytes; the extension comes from the id
+    data = next(png).read_bytes()
+    ids = ["a/b.jpg", "a b.jpg", "a_b.jpg", "猫", "狗", "../../etc/passwd", "..", ".hidden.jpg", "x" * 300, "A.jpg"]
+    names = [_image_file_name(key, None, data) for key in ids]
+    assert len({name.casefold() for name in names}) == len(ids), names
+    assert names[2] == "a_b.jpg" and names[-1] == "A.jpg"  # safe ids are kept as they are
+    for name in names:
+        assert "/" not in name and not name.startswith(".") and len(name) < 130, name
+        assert Path(name).suffix == ".jpg", name  # the id's own extension, else the bytes' format (JPEG)
+    assert "猫" in names[3]  # letters of any script stay readable
 
 
 def _free_port() -> int:

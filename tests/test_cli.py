@@ -26,7 +26,10 @@ def test_unknown_command_and_bare_call(capsys):
     "argv, message",
     [
         (["data", "stats", "{tmp}/nowhere"], "nowhere"),
-        (["caption", "--model", "{tmp}", "--images", "{tmp}", "--output", "{tmp}/out", "--batch-size", "0"], ""),
+        (
+            ["caption", "--model", "{tmp}", "--images", "{tmp}", "--output", "{tmp}/out", "--batch-size", "0"],
+            "--batch-size",
+        ),
         (["convert", "{tmp}/missing", "{tmp}/dst"], "missing"),
         (["push", "{tmp}", "user/repo"], "config.json"),
     ],
@@ -43,3 +46,20 @@ def test_bad_input_is_one_line_on_stderr_with_exit_2(argv, message, tmp_path, ca
     monkeypatch.setenv("SHAREGPT4V_DEBUG", "1")
     with pytest.raises((ValueError, FileNotFoundError)):
         main(argv)
+
+
+def test_errors_raised_inside_other_libraries_keep_their_traceback(tmp_path, capsys, monkeypatch):
+    """A ValueError from json/datasets/transformers code is not turned into a one-line usage error."""
+    monkeypatch.delenv("SHAREGPT4V_DEBUG", raising=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    import transformers_sharegpt4v.corpora.cli as corpora_cli
+
+    def stats_from_json(args):
+        import json
+
+        json.loads(bad.read_text())  # raises inside the json module
+
+    monkeypatch.setattr(corpora_cli, "_stats", stats_from_json)
+    with pytest.raises(ValueError):
+        main(["data", "stats", str(tmp_path)])

@@ -2,10 +2,11 @@
 implements it, so `sharegpt4v --help` stays fast and each feature keeps its options beside its code.
 
 Each module listed in COMMANDS exposes `add_arguments(parser)` and `run(args) -> int`. Bad input is a
-`ValueError` (or `FileNotFoundError`) whose message names the file, record, key or option at fault: the
-dispatcher prints it as
+`ValueError` (or `FileNotFoundError`) raised by this package, its message naming the file, record, key or
+option at fault: the dispatcher prints it as
 `sharegpt4v COMMAND: error: MESSAGE` on stderr and exits with 2 (argparse's code for a usage error).
-`SHAREGPT4V_DEBUG=1` lets the exception through with its traceback.
+`SHAREGPT4V_DEBUG=1` lets the exception through with its traceback; so does any error raised inside
+another library (transformers, trl, datasets, torch, ...), where the traceback is the useful part.
 """
 
 import argparse
@@ -48,10 +49,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except (ValueError, FileNotFoundError) as error:
-        if os.environ.get("SHAREGPT4V_DEBUG"):
+        if os.environ.get("SHAREGPT4V_DEBUG") or not _raised_here(error):
             raise
         print(f"sharegpt4v {name}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _raised_here(error: BaseException) -> bool:
+    """True when the innermost Python frame of the traceback is this package's code: one of its input checks
+    (or a file it opened). Errors from inside transformers, trl, datasets, torch, json, ... keep their
+    traceback: they may be bugs, and their context matters."""
+    traceback = error.__traceback__
+    if traceback is None:
+        return False
+    while traceback.tb_next is not None:
+        traceback = traceback.tb_next
+    package = os.path.dirname(os.path.abspath(__file__))
+    return os.path.abspath(traceback.tb_frame.f_code.co_filename).startswith(package + os.sep)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the decode step (GPU, long runs: each new batch size compiles once)",
     )
+    parser.add_argument(
+        "--cache",
+        default="auto",
+        choices=["auto", "static", "dynamic"],
+        help="KV cache: auto = static on a CPU or with --compile, else transformers' growing cache",
+    )
     parser.add_argument("--limit", type=int, default=None, help="caption only the first N images of the source")
     parser.add_argument("--export-json", metavar="FILE", help="also write OUT as a ShareGPT4V-PT JSON corpus")
     parser.add_argument(
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         dtype=args.dtype,
         compile=args.compile,
+        cache=args.cache,
         limit=args.limit,
         export_json=args.export_json,
         retry_degenerate=args.retry_degenerate,

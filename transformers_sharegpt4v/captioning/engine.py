@@ -9,11 +9,15 @@ work per image. Per batch the hot loop does: uint8 pixels -> device, one table l
 (which encodes the images once, before prefill), and one vectorised pass over the generated ids to find
 each caption's end. The only per-image Python work is the tokenizer's batch decode.
 
-The KV cache is static: allocated once per batch for prompt + `max_new_tokens` positions and written in
-place. Every caption prompt carries 576 image positions, so a growing cache (`DynamicCache`, which
-concatenates each layer's keys and values at every step) copies the whole image prefix of the batch once
-per generated token; on a CPU that copy was half of the decode time. A static cache is also what
-`torch.compile` needs: with `compile=True` the decode step is compiled (transformers does it on GPUs).
+The KV cache is static on a CPU (and whenever the decode step is compiled): allocated once for prompt +
+`max_new_tokens` positions, written in place, and reused (reset) from batch to batch of the same size.
+Every caption prompt carries 576 image positions, so a growing cache (`DynamicCache`, which concatenates
+each layer's keys and values at every step) copies the whole image prefix of the batch once per generated
+token; on a CPU that copy was half of the decode time. On a GPU without `compile` the engine keeps
+transformers' default growing cache: a static one attends over all preallocated positions under a mask,
+and which is faster there has not been measured. `compile=True` compiles the decode step with
+`torch.compile` (CUDA graphs on CUDA); reusing one cache object keeps its addresses fixed, so the graphs
+recorded for a batch size are replayed, not recorded again for every batch.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import PIL.Image
 import torch
-from transformers import GenerationConfig
+from transformers import GenerationConfig, StaticCache
 from transformers.generation import CompileConfig
 
 from .degenerate import degenerate_rows
@@ -83,18 +87,26 @@ class CaptionEngine:
         model: a ShareGPT4VForCausalLM (or any Llava-style model) in eval mode, on its device.
         processor: its ShareGPT4VProcessor (chat template, tokenizer, image processor).
         prompt: the instruction, the same for every image.
-        cache: "static" (default; preallocated, written in place) or "dynamic" (grows by concatenation).
+        cache: "auto" (default: static on a CPU or with `compile`, transformers' growing cache otherwise),
+            "static" (preallocated, written in place, reused between batches) or "dynamic" (grows by
+            concatenation).
         compile: let `generate` compile the decode step with `torch.compile` (needs the static cache; pays
-            off over long runs on a GPU; the first batch, and each new batch size, pays the compile time).
+            off over long runs on a GPU: the first batch of each size pays the compile time). Meant for greedy
+            decoding: beam search reorders the cache into new tensors, which CUDA graphs cannot replay.
     """
 
-    def __init__(self, model: Any, processor: Any, prompt: str, cache: str = "static", compile: bool = False) -> None:
-        if cache not in ("static", "dynamic"):
-            raise ValueError(f"cache must be 'static' or 'dynamic', got {cache!r}.")
-        if compile and cache != "static":
+    MAX_CACHES = 2  # static caches kept: the full batch size and the last, smaller batch
+
+    def __init__(self, model: Any, processor: Any, prompt: str, cache: str = "auto", compile: bool = False) -> None:
+        if cache not in ("auto", "static", "dynamic"):
+            raise ValueError(f"cache must be 'auto', 'static' or 'dynamic', got {cache!r}.")
+        if compile and cache == "dynamic":
             raise ValueError("compile=True needs the static cache (torch.compile cannot follow a growing cache).")
+        if cache == "auto":
+            cache = "static" if compile or model.device.type != "cuda" else "dynamic"
         self.cache = cache
         self.compile = compile
+        self._static_caches: dict[tuple[int, int], StaticCache] = {}
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -158,7 +170,6 @@ class CaptionEngine:
             eos_token_id=self.eos_token_ids.tolist(),
             pad_token_id=self.pad_token_id,
             bos_token_id=self.tokenizer.bos_token_id,
-            cache_implementation="static" if self.cache == "static" else None,
             disable_compile=not self.compile,
         )
         if self.compile:
@@ -168,17 +179,36 @@ class CaptionEngine:
             config.compile_config._compile_all_devices = True  # transformers compiles by itself only on accelerators
         return config
 
+    def static_cache(self, rows: int, length: int) -> StaticCache:
+        """The static cache for `rows` sequences of up to `length` tokens: made once, reset for every batch."""
+        key = (rows, length)
+        cache = self._static_caches.pop(key, None)
+        if cache is None:
+            while len(self._static_caches) >= self.MAX_CACHES:  # drop the least recently used
+                self._static_caches.pop(next(iter(self._static_caches)))
+            cache = StaticCache(config=self.model.config.get_text_config(decoder=True), max_cache_len=length)
+        else:
+            cache.reset()
+        self._static_caches[key] = cache  # most recently used last
+        return cache
+
     @torch.inference_mode()
     def generate(self, pixel_values: torch.Tensor, settings: GenerationSettings) -> dict[str, list]:
         """Caption a batch of images. Returns columns `caption`, `num_tokens` (caption tokens, EOS not
         counted), `finish_reason` ("eos" or "length") and `degenerate` (a loop in the generated ids)."""
         batch = pixel_values.shape[0]
         input_ids = self.prompt_ids.expand(batch, -1)
+        extra = {}
+        if self.cache == "static":
+            extra["cache"] = self.static_cache(
+                batch * settings.num_beams, input_ids.shape[1] + settings.max_new_tokens
+            )
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
             pixel_values=pixel_values,
             generation_config=self.generation_config(settings),
+            **extra,
         )
         new_tokens = output[:, input_ids.shape[1] :]
         is_eos = torch.isin(new_tokens, self.eos_token_ids)

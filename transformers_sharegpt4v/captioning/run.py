@@ -252,6 +252,7 @@ def caption_images(
     shard_size: int = 1000,
     progress: bool = True,
     compile: bool = False,
+    cache: str = "auto",
 ) -> CaptionSummary:
     """Caption every image of `images` into parquet shards in `output`, resuming where a previous run stopped.
 
@@ -271,6 +272,8 @@ def caption_images(
         split, image_column, id_column: for dataset sources.
         shard_size: rows per parquet shard.
         compile: compile the decode step with `torch.compile` (worth it on a GPU for long runs).
+        cache: KV cache, "auto" (static on a CPU or with `compile`, else transformers' growing cache),
+            "static" or "dynamic" (see `CaptionEngine`).
 
     Returns a `CaptionSummary`; its `line()` is what the command prints.
     Under `accelerate launch --num_processes N` each process captions its share; the counts are summed.
@@ -315,7 +318,7 @@ def caption_images(
         raise ValueError(f"No images found in {os.fspath(images)!r} (extensions: {extensions}).")
 
     captioner_model, processor = load_captioner(str(model), dtype, state.device)
-    engine = CaptionEngine(captioner_model, processor, prompt, compile=compile)
+    engine = CaptionEngine(captioner_model, processor, prompt, cache=cache, compile=compile)
     captioner = _Captioner(engine, settings, retry)
     summary = CaptionSummary(output=str(output))
     start = time.perf_counter()
@@ -366,7 +369,8 @@ def caption_images(
             summary.exported, summary.extra["export_left_out"] = exported.records, exported.left_out
             summary.extra["export_json"] = os.fspath(export_json)
             summary.extra["export_image_root"] = exported.image_root
-        state.wait_for_everyone()
+        # no barrier after the export: the other ranks are done, and a long export (or its error) on the
+        # main process must not hold them until the process group times out
     return summary
 
 
@@ -426,11 +430,17 @@ _FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".g
 
 
 def _image_file_name(key: str, original_path: str | None, data: bytes) -> str:
-    """A file name for a dataset row's image: the row id made filename-safe, with the image's extension
-    (the original file's, else the one of the format the bytes are in)."""
+    """A file name for a dataset row's image: the row id with anything but letters, digits, `.`, `-` and `_`
+    replaced, plus a short hash of the id whenever that changed it or it is long (so two ids never share a
+    file), and the image's extension (the original file's, else the one of the format of the bytes)."""
+    import hashlib
     import re
 
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", key).lstrip(".") or "_"
+    name = re.sub(r"[^\w.-]", "_", key).lstrip(".")
+    if name != key or len(name) > 100:
+        stem, suffix = os.path.splitext(name)
+        suffix = suffix if suffix.lower() in IMAGE_EXTENSIONS else ""
+        name = f"{stem[:100]}-{hashlib.sha1(key.encode('utf-8')).hexdigest()[:10]}{suffix}"
     if Path(name).suffix.lower() in IMAGE_EXTENSIONS:
         return name
     suffix = Path(original_path or "").suffix.lower()
@@ -446,7 +456,9 @@ def _image_file_name(key: str, original_path: str | None, data: bytes) -> str:
 
 def _write_dataset_images(config: dict[str, Any], keys: list[str], folder: Path) -> list[str]:
     """Write the images of the captioned rows of a dataset source into `folder`, bytes unchanged (no
-    re-encoding), and return their file names (the records' `image` paths relative to `folder`)."""
+    re-encoding), and return their file names (the records' `image` paths relative to `folder`). Names are
+    checked for clashes (also ignoring case, as some file systems do) before anything is written; a file
+    already there is rewritten unless it holds the same bytes."""
     options = config.get("dataset") or {}
     source = list_source(
         config["images"],
@@ -461,18 +473,30 @@ def _write_dataset_images(config: dict[str, Any], keys: list[str], folder: Path)
             f"{len(missing)} captioned row(s) are no longer in the dataset {config['images']!r} "
             f"(first: {missing[0]!r}): it changed since captioning."
         )
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for key in tqdm(keys, desc="export images", unit="img", disable=len(keys) < 1000):
+
+    def raw_image(key: str) -> tuple[dict[str, Any], bytes]:
         raw = source.dataset[row_of[key]][source.image_column]
-        data = raw.get("bytes") or Path(raw["path"]).read_bytes()
-        name = _image_file_name(key, raw.get("path"), data)
+        return raw, raw.get("bytes") or Path(raw["path"]).read_bytes()
+
+    names = []
+    for key in keys:  # names first: a clash must stop the export before it writes
+        raw, data = raw_image(key)
+        names.append(_image_file_name(key, raw.get("path"), data))
+    by_folded: dict[str, str] = {}
+    for key, name in zip(keys, names, strict=True):
+        other = by_folded.setdefault(name.casefold(), key)
+        if other != key:
+            raise ValueError(f"Dataset rows {other!r} and {key!r} map to the same image file name {name!r}.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, name in tqdm(list(zip(keys, names, strict=True)), desc="export images", unit="img",
+                          disable=len(keys) < 1000):  # fmt: skip
+        _, data = raw_image(key)
         target = folder / name
-        if not target.is_file() or target.stat().st_size != len(data):
-            temporary = target.with_name(f".{name}.tmp")
-            temporary.write_bytes(data)
-            os.replace(temporary, target)
-        names.append(name)
+        if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
+            continue
+        temporary = target.with_name(f".{name}.tmp")
+        temporary.write_bytes(data)
+        os.replace(temporary, target)
     return names
 
 
@@ -495,8 +519,8 @@ def export_to_json(
     root: `image_root` if given, else the source's root (the `--images` folder, or the folder of the text file
     of paths) when every image lies inside it, else the deepest folder that holds them all. `id` is that
     path, extension included, so `cat.jpg` and `cat.png` stay two records. A dataset source's images are
-    written, bytes unchanged, to the folder `<path stem>_images` beside `path`, named by row id, which is
-    then the image root. Degenerate captions are left out unless `include_degenerate`; empty captions
+    written, bytes unchanged, to the folder `<path stem>_images` beside `path`, named by row id (the record's
+    `id` is the row id), which is then the image root. Degenerate captions are left out unless `include_degenerate`; empty captions
     always (a corpus record needs an answer).
     """
     from ..corpora.export import write_json_list
@@ -519,16 +543,18 @@ def export_to_json(
     if _recorded_root(config) is None and image_root is None and "dataset" in config:
         root = path.with_name(path.stem + "_images")
         images = _write_dataset_images(config, keys, root)
+        ids = keys  # the dataset's row ids
         root = str(root.resolve())
     else:
         images, root = _export_paths(keys, _recorded_root(config), image_root)
+        ids = images
     captions = table.column("caption").to_pylist()
     if len(set(images)) != len(images):
         raise ValueError(f"{output}: two captioned images map to the same path under the image root {root!r}.")
     human = "<image>\n" + config["prompt"]
     records = (
         {
-            "id": image,
+            "id": ids[index],
             "image": image,
             "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": captions[index]}],
         }

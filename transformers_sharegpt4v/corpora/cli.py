@@ -89,14 +89,26 @@ def _build(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import export_corpus
 
+    _check_dataset_argument(args.dataset)
     count = export_corpus(args.dataset, args.json, image_root=args.image_root, indent=args.indent)
     print(f"{args.json}: {count:,} records exported from {args.dataset}")
     return 0
 
 
+def _check_dataset_argument(dataset: str) -> None:
+    """A DATASET that is neither a local path nor shaped like a Hub id ("name" or "owner/name") is a
+    missing folder: say so instead of letting `datasets` look for it on the Hub."""
+    if Path(dataset).exists():
+        return
+    parts = dataset.split("/")
+    if dataset.startswith((".", "/", "~")) or len(parts) > 2 or "" in parts:
+        raise ValueError(f"{dataset} does not exist (give a corpus folder or a Hub dataset id).")
+
+
 def _stats(args: argparse.Namespace) -> int:
     from .stats import DegenerateRule, corpus_stats
 
+    _check_dataset_argument(args.dataset)
     rule = DegenerateRule(args.min_repeats, args.min_span, args.max_period)
     stats = corpus_stats(args.dataset, rule=rule)
     out = (
