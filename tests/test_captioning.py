@@ -446,6 +446,20 @@ def test_engine_cache_choices(captioner_dir):
         assert static.generate(pixels, beams) == dynamic.generate(pixels, beams)
 
 
+def test_compile_with_beams_on_cuda_warns_once(captioner_dir, caplog):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    model = AutoModelForImageTextToText.from_pretrained(captioner_dir).eval()
+    engine = CaptionEngine(model, AutoProcessor.from_pretrained(captioner_dir), PROMPT, compile=True)
+    engine.device = torch.device("cuda")  # only the settings are built here, nothing runs on the device
+    with caplog.at_level("WARNING", logger="transformers_sharegpt4v.captioning.engine"):
+        config = engine.generation_config(GenerationSettings(num_beams=1))
+        assert not caplog.records and config.compile_config.mode == "reduce-overhead"  # CUDA graphs
+        for _ in range(2):
+            engine.generation_config(GenerationSettings(num_beams=3))
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["--compile with --num-beams 3"]
+
+
 @pytest.mark.slow
 def test_compiled_decode_gives_the_same_captions(captioner_dir):
     """`--compile` on CPU (inductor + the system C compiler): the captions of the eager engine, over batches

@@ -22,6 +22,7 @@ recorded for a batch size are replayed, not recorded again for every batch.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -31,6 +32,8 @@ from transformers import GenerationConfig, StaticCache
 from transformers.generation import CompileConfig
 
 from .degenerate import degenerate_rows
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["PRESETS", "CaptionEngine", "GenerationSettings", "resolve_dtype"]
 
@@ -107,6 +110,7 @@ class CaptionEngine:
         self.cache = cache
         self.compile = compile
         self._static_caches: dict[tuple[int, int], StaticCache] = {}
+        self._warned_beams = False
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -172,6 +176,14 @@ class CaptionEngine:
             bos_token_id=self.tokenizer.bos_token_id,
             disable_compile=not self.compile,
         )
+        if self.compile and settings.num_beams > 1 and self.device.type == "cuda" and not self._warned_beams:
+            self._warned_beams = True
+            logger.warning(
+                "--compile with --num-beams %d: beam search reorders the KV cache into new tensors every step, "
+                "which CUDA graphs cannot replay; the compiled decode step gains little. Greedy decoding is "
+                "what --compile is for.",
+                settings.num_beams,
+            )
         if self.compile:
             # transformers' default is CUDA graphs ("reduce-overhead"), which only exist on CUDA devices
             mode = "reduce-overhead" if self.device.type == "cuda" else "default"
