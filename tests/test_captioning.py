@@ -596,7 +596,7 @@ def test_two_cpu_processes_union_equals_one_process(single_run, captioner_dir, i
         str(image_dir),
     ]
     command += ["--output", str(output), "--max-new-tokens", str(MAX_NEW), "--batch-size", "2", "--num-workers", "1"]
-    command += ["--no-progress"]
+    command += ["--no-progress", "--export-json", str(tmp_path / "corpus.json")]  # by the main process
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -607,6 +607,8 @@ def test_two_cpu_processes_union_equals_one_process(single_run, captioner_dir, i
     assert per_rank[0] and per_rank[1] and not per_rank[0] & per_rank[1]
     key = lambda row: row["image"]  # noqa: E731
     assert sorted(load_rows(output), key=key) == sorted(load_rows(single_run[0]), key=key)
+    kept = sorted(row["image"] for row in load_rows(output) if row["caption"].strip() and not row["degenerate"])
+    assert kept and [record["image"] for record in json.loads((tmp_path / "corpus.json").read_text())] == kept
 
 
 def test_hub_dataset_source_through_a_local_hub(captioner_dir, image_dir, tmp_path, single_run):
