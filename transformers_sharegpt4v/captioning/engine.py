@@ -22,6 +22,7 @@ recorded for a batch size are replayed, not recorded again for every batch.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -111,6 +112,9 @@ class CaptionEngine:
         self.compile = compile
         self._static_caches: dict[tuple[int, int], StaticCache] = {}
         self._warned_beams = False
+        # `generate` takes a cache object as `cache` since transformers 5.23, as `past_key_values` before
+        forward = inspect.signature(model.forward).parameters
+        self._cache_argument = "cache" if "cache" in forward else "past_key_values"
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -212,9 +216,8 @@ class CaptionEngine:
         input_ids = self.prompt_ids.expand(batch, -1)
         extra = {}
         if self.cache == "static":
-            extra["cache"] = self.static_cache(
-                batch * settings.num_beams, input_ids.shape[1] + settings.max_new_tokens
-            )
+            rows, length = batch * settings.num_beams, input_ids.shape[1] + settings.max_new_tokens
+            extra[self._cache_argument] = self.static_cache(rows, length)
         output = self.model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
