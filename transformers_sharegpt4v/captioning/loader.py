@@ -83,13 +83,18 @@ def _list_folder(root: Path, exclude: Path | None) -> tuple[list[str], list[str]
     return keys, [str(root / key) for key in keys]
 
 
+def relative_inside(path: str | os.PathLike, folder: str | os.PathLike) -> str | None:
+    """`path` relative to `folder` (posix) when it lies strictly inside it, else None. Both are taken as
+    written (made absolute, not resolved)."""
+    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
+    if relative in (".", "..") or relative.startswith(".." + os.sep):
+        return None
+    return Path(relative).as_posix()
+
+
 def _key_under(path: str, folder: Path) -> str | None:
     """`path` relative to `folder` (posix), if it lies inside it (as written, or with symlinks resolved)."""
-    for base, target in ((os.path.abspath(folder), os.path.abspath(path)), (folder.resolve(), os.path.realpath(path))):
-        relative = os.path.relpath(target, base)
-        if relative != "." and not relative.startswith(".." + os.sep) and relative != "..":
-            return Path(relative).as_posix()
-    return None
+    return relative_inside(path, folder) or relative_inside(os.path.realpath(path), folder.resolve())
 
 
 def _list_text_file(path: Path) -> tuple[list[str], list[str], int]:

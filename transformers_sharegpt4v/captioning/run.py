@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .engine import PRESETS, CaptionEngine, GenerationSettings, resolve_dtype
-from .loader import IMAGE_EXTENSIONS, ImageSource, list_source, make_loader, source_root
+from .loader import IMAGE_EXTENSIONS, ImageSource, list_source, make_loader, relative_inside, source_root
 from .writer import (
     ERRORS_FILE,
     RUN_FILE,
@@ -414,15 +414,16 @@ def _export_paths(keys: list[str], source: str | None, image_root: str | None) -
     absolute = [key if os.path.isabs(key) else os.path.normpath(os.path.join(source, key)) for key in keys]
     if image_root is not None:
         root = os.path.abspath(image_root)
-    elif source is not None and all(_inside(path, source) for path in absolute):
+    elif source is not None and all(relative_inside(path, source) for path in absolute):
         root = source
     else:
         root = os.path.commonpath([os.path.dirname(path) for path in absolute]) if absolute else source
     paths = []
     for key, path in zip(keys, absolute, strict=True):
-        if not _inside(path, root):
+        relative = relative_inside(path, root)
+        if relative is None:
             raise ValueError(f"Image {key!r} is not inside the image root {root!r}; pass another image root.")
-        paths.append(Path(os.path.relpath(path, root)).as_posix())
+        paths.append(relative)
     return paths, root
 
 
@@ -498,11 +499,6 @@ def _write_dataset_images(config: dict[str, Any], keys: list[str], folder: Path)
         temporary.write_bytes(data)
         os.replace(temporary, target)
     return names
-
-
-def _inside(path: str, folder: str) -> bool:
-    relative = os.path.relpath(path, folder)
-    return relative != ".." and not relative.startswith(".." + os.sep) and relative != "."
 
 
 def export_to_json(
