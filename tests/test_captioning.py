@@ -565,7 +565,7 @@ def test_dataset_image_file_names_are_safe_and_distinct():
     png = (FIXTURE_IMAGES.parent / "images").glob("*.jpg")  # any real bytes; the extension comes from the id
     data = next(png).read_bytes()
     ids = ["a/b.jpg", "a b.jpg", "a_b.jpg", "猫", "狗", "../../etc/passwd", "..", ".hidden.jpg", "x" * 300, "A.jpg"]
-    names = [_image_file_name(key, None, data) for key in ids]
+    names = [_image_file_name(key, None, lambda: data) for key in ids]
     assert len({name.casefold() for name in names}) == len(ids), names
     assert names[2] == "a_b.jpg" and names[-1] == "A.jpg"  # safe ids are kept as they are
     for name in names:

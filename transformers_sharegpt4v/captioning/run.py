@@ -14,6 +14,7 @@ import json
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -430,10 +431,11 @@ def _export_paths(keys: list[str], source: str | None, image_root: str | None) -
 _FORMAT_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 
 
-def _image_file_name(key: str, original_path: str | None, data: bytes) -> str:
+def _image_file_name(key: str, original_path: str | None, data: Callable[[], bytes]) -> str:
     """A file name for a dataset row's image: the row id with anything but letters, digits, `.`, `-` and `_`
     replaced, plus a short hash of the id whenever that changed it or it is long (so two ids never share a
-    file), and the image's extension (the original file's, else the one of the format of the bytes)."""
+    file), and the image's extension (the id's, else the original file's, else the one of the format of the
+    bytes, which `data()` reads only then)."""
     import hashlib
     import re
 
@@ -450,7 +452,7 @@ def _image_file_name(key: str, original_path: str | None, data: bytes) -> str:
 
         import PIL.Image
 
-        with PIL.Image.open(io.BytesIO(data)) as image:
+        with PIL.Image.open(io.BytesIO(data())) as image:
             suffix = _FORMAT_EXTENSIONS.get(image.format or "", ".img")
     return name + suffix
 
@@ -475,14 +477,16 @@ def _write_dataset_images(config: dict[str, Any], keys: list[str], folder: Path)
             f"(first: {missing[0]!r}): it changed since captioning."
         )
 
-    def raw_image(key: str) -> tuple[dict[str, Any], bytes]:
-        raw = source.dataset[row_of[key]][source.image_column]
-        return raw, raw.get("bytes") or Path(raw["path"]).read_bytes()
+    def raw_image(key: str) -> dict[str, Any]:
+        return source.dataset[row_of[key]][source.image_column]
+
+    def image_bytes(raw: dict[str, Any]) -> bytes:
+        return raw.get("bytes") or Path(raw["path"]).read_bytes()
 
     names = []
     for key in keys:  # names first: a clash must stop the export before it writes
-        raw, data = raw_image(key)
-        names.append(_image_file_name(key, raw.get("path"), data))
+        raw = raw_image(key)
+        names.append(_image_file_name(key, raw.get("path"), lambda raw=raw: image_bytes(raw)))
     by_folded: dict[str, str] = {}
     for key, name in zip(keys, names, strict=True):
         other = by_folded.setdefault(name.casefold(), key)
@@ -491,7 +495,7 @@ def _write_dataset_images(config: dict[str, Any], keys: list[str], folder: Path)
     folder.mkdir(parents=True, exist_ok=True)
     for key, name in tqdm(list(zip(keys, names, strict=True)), desc="export images", unit="img",
                           disable=len(keys) < 1000):  # fmt: skip
-        _, data = raw_image(key)
+        data = image_bytes(raw_image(key))
         target = folder / name
         if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
             continue
@@ -516,8 +520,8 @@ def export_to_json(
     of paths) when every image lies inside it, else the deepest folder that holds them all. `id` is that
     path, extension included, so `cat.jpg` and `cat.png` stay two records. A dataset source's images are
     written, bytes unchanged, to the folder `<path stem>_images` beside `path`, named by row id (the record's
-    `id` is the row id), which is then the image root. Degenerate captions are left out unless `include_degenerate`; empty captions
-    always (a corpus record needs an answer).
+    `id` is the row id), which is then the image root. Degenerate captions are left out unless
+    `include_degenerate`; empty captions always (a corpus record needs an answer).
     """
     from ..corpora.export import write_json_list
 
