@@ -758,6 +758,9 @@ def test_decode_is_the_processor_modules_strict_decode(tmp_path, monkeypatch):
     from transformers_sharegpt4v.captioning import loader
 
     assert loader.load_image_file is ip.load_image_file  # one copy of the strict decode
+    assert loader.load_image_bytes is ip.load_image_bytes
+    with pytest.raises(ip.CorruptImageError, match=r"Cannot open the image bytes of 'row-9' .*not an image"):
+        loader.decode_image({"bytes": b"not an image", "path": None}, "row-9")
     data = (FIXTURE_IMAGES / "extreme_ironing.jpg").read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(data[: len(data) // 2])

@@ -21,6 +21,7 @@ mean / std with float32 constants, into one preallocated batch buffer (within 3e
 """
 
 import functools
+import io
 import os
 import threading
 from collections.abc import Iterable
@@ -148,14 +149,27 @@ def load_image_file(path: str | os.PathLike) -> PIL.Image.Image:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image file not found: {path!r}. Check the image root and the file name.")
+    return _open_strictly(
+        path,
+        path,
+        f"image file {path!r}",
+        "It is corrupt or not an image: re-download it, or remove it from the dataset.",
+    )
+
+
+def load_image_bytes(data: bytes, name: str) -> PIL.Image.Image:
+    """`load_image_file` for the bytes of an encoded image (a dataset row's image); `name` names it in errors."""
+    return _open_strictly(io.BytesIO(data), name, f"the image bytes of {name!r}", "They are corrupt or not an image.")
+
+
+def _open_strictly(source: Any, name: str, what: str, advice: str) -> PIL.Image.Image:
+    """`PIL.Image.open(source)` and a strict decode; failing to open raises `CorruptImageError` saying `what`
+    could not be opened and `advice`."""
     try:
-        image = PIL.Image.open(path)
+        image = PIL.Image.open(source)
     except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise CorruptImageError(
-            f"Cannot open image file {path!r} ({type(error).__name__}: {error}). It is corrupt or not an "
-            "image: re-download it, or remove it from the dataset."
-        ) from error
-    return _decode_strictly(image, path)
+        raise CorruptImageError(f"Cannot open {what} ({type(error).__name__}: {error}). {advice}") from error
+    return _decode_strictly(image, name)
 
 
 def _array_to_uint8(array: np.ndarray, channels_first: bool | None) -> np.ndarray:
@@ -429,4 +443,4 @@ class ShareGPT4VImageProcessor(PilBackend):
 
 ShareGPT4VImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["CorruptImageError", "ShareGPT4VImageProcessor", "load_image_file"]
+__all__ = ["CorruptImageError", "ShareGPT4VImageProcessor", "load_image_bytes", "load_image_file"]

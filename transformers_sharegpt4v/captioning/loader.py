@@ -21,7 +21,6 @@ never an exception that would stop the run.
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 from collections.abc import Sequence
@@ -34,9 +33,8 @@ import PIL.Image
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-# The processor module's strict decode (one copy of it in the package). `_decode_strictly` is what its
-# `to_rgb_image` applies to PIL images; there is no public bytes loader to call instead.
-from ..image_processing_sharegpt4v import CorruptImageError, _decode_strictly, load_image_file
+# The processor module's strict decode (one copy of it in the package).
+from ..image_processing_sharegpt4v import load_image_bytes, load_image_file
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -243,14 +241,7 @@ def decode_image(data: str | bytes | dict | None, key: str = "?") -> PIL.Image.I
         raise ValueError(f"Dataset row {key!r} has neither image bytes nor an image path (its image is empty).")
     if isinstance(data, (str, os.PathLike)):
         return load_image_file(data)
-    try:
-        image = PIL.Image.open(io.BytesIO(data))
-    except (OSError, SyntaxError, ValueError, EOFError) as error:
-        raise CorruptImageError(
-            f"Cannot open the image bytes of {key!r} ({type(error).__name__}: {error}). They are corrupt or not "
-            "an image."
-        ) from error
-    return _decode_strictly(image, key)
+    return load_image_bytes(data, key)
 
 
 @dataclass
