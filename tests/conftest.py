@@ -74,6 +74,21 @@ def llama_tokenizer_dir(spm_model_file, tmp_path_factory) -> Path:
     return folder
 
 
+def legacy_tokenizer_spec(spec: dict) -> dict:
+    """A tokenizer.json spec made like older llava-hf / transformers<4.34 ones: normalizers Prepend("▁") +
+    Replace(" ", "▁") and no pre-tokenizer, which prepends "▁" to every piece between special tokens.
+    Changes `spec` in place and returns it."""
+    spec["normalizer"] = {
+        "type": "Sequence",
+        "normalizers": [
+            {"type": "Prepend", "prepend": "▁"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
+        ],
+    }
+    spec["pre_tokenizer"] = None
+    return spec
+
+
 def tiny_config_kwargs(vocab_size: int = 704, image_token_id: int = 700, **overrides) -> dict:
     """Keyword arguments of a tiny ShareGPT4VConfig: CLIP at 336/14 (576 image tokens), hidden sizes 32."""
     kwargs = dict(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FIXTURE_IMAGES, tiny_config_kwargs
+from conftest import FIXTURE_IMAGES, legacy_tokenizer_spec, tiny_config_kwargs
 from no_plugin import run_without_plugin
 from safetensors import safe_open
 from transformers import (
@@ -806,19 +806,10 @@ LLAVA_HF_CASES = [
 
 
 def legacy_llava_hf_source(llava_hf_dir: Path, folder: Path) -> Path:
-    """llava_hf_dir with the tokenizer.json of older llava-hf repos (transformers < 4.41): normalizers
-    Prepend("▁") + Replace(" ", "▁") and no pre-tokenizer, which prepends "▁" to every piece between special
-    tokens."""
+    """llava_hf_dir with the tokenizer.json of older llava-hf repos (transformers < 4.41, see
+    `legacy_tokenizer_spec`)."""
     shutil.copytree(llava_hf_dir, folder)
-    spec = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
-    spec["normalizer"] = {
-        "type": "Sequence",
-        "normalizers": [
-            {"type": "Prepend", "prepend": "▁"},
-            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
-        ],
-    }
-    spec["pre_tokenizer"] = None
+    spec = legacy_tokenizer_spec(json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")))
     (folder / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer.convert_ids_to_tokens(tokenizer("a</s>USER").input_ids)[-1] == "▁USER"  # the legacy behaviour

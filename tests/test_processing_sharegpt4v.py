@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 import torch
-from conftest import FIXTURE_IMAGES, tiny_config_kwargs
+from conftest import FIXTURE_IMAGES, legacy_tokenizer_spec, tiny_config_kwargs
 from jinja2.exceptions import TemplateError
 from no_plugin import run_without_plugin
 from PIL import Image
@@ -219,15 +219,7 @@ def test_random_prompts_match_original_tokenization(processor, original):
 def test_legacy_tokenizer_json_pipeline_gives_the_same_ids(tokenizer, original, images):
     """llava-hf / transformers<4.34 tokenizer.json: normalizers Prepend("▁") + Replace(" ", "▁"), no pre-tokenizer."""
     legacy = copy.deepcopy(tokenizer)
-    spec = json.loads(legacy.backend_tokenizer.to_str())
-    spec["normalizer"] = {
-        "type": "Sequence",
-        "normalizers": [
-            {"type": "Prepend", "prepend": "▁"},
-            {"type": "Replace", "pattern": {"String": " "}, "content": "▁"},
-        ],
-    }
-    spec["pre_tokenizer"] = None
+    spec = legacy_tokenizer_spec(json.loads(legacy.backend_tokenizer.to_str()))
     legacy._tokenizer = type(legacy.backend_tokenizer).from_str(json.dumps(spec))
     processor = ShareGPT4VProcessor(ShareGPT4VImageProcessor(), legacy)
     for prompt in PROMPTS:
