@@ -17,7 +17,7 @@ import pytest
 import torch
 from conftest import FIXTURE_IMAGES, tiny_config_kwargs
 
-from transformers_sharegpt4v.captioning import caption_images, export_to_json, list_source
+from transformers_sharegpt4v.captioning import caption_images, export_to_json, list_source, load_captioner
 from transformers_sharegpt4v.captioning.degenerate import degenerate_rows, find_repetition, is_degenerate
 from transformers_sharegpt4v.captioning.engine import PRESETS, CaptionEngine, GenerationSettings
 
@@ -736,6 +736,8 @@ def test_released_checkpoint_is_refused_with_the_convert_command(image_dir, tmp_
     ):
         caption_images(str(released), image_dir, tmp_path / "out", num_workers=0, progress=False)
     assert not (tmp_path / "out").exists()  # refused before anything was written
+    with pytest.raises(ValueError, match=r"released ShareGPT4V checkpoint.*sharegpt4v convert"):
+        load_captioner(str(released))  # the public loader refuses it too
 
 
 def test_caption_errors_name_what_is_wrong(tmp_path):

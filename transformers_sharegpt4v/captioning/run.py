@@ -137,12 +137,18 @@ def check_model_format(model: str) -> None:
 def load_captioner(
     model: str, dtype: str | torch.dtype = "auto", device: str | torch.device | None = None
 ) -> tuple[Any, Any]:
-    """(model, processor) from a checkpoint folder or Hub id, in eval mode on `device`."""
+    """(model, processor) from a checkpoint folder or Hub id, in eval mode on `device`; a released checkpoint
+    is refused with the command that converts it (`check_model_format`)."""
+    check_model_format(model)
+    return _load_checked(model, dtype, device)
+
+
+def _load_checked(model: str, dtype: str | torch.dtype, device: str | torch.device | None) -> tuple[Any, Any]:
+    """`load_captioner` once `check_model_format` has passed."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import transformers_sharegpt4v  # noqa: F401  (registers the Auto classes)
 
-    check_model_format(model)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(device)
@@ -318,7 +324,7 @@ def caption_images(
         extensions = ", ".join(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))
         raise ValueError(f"No images found in {os.fspath(images)!r} (extensions: {extensions}).")
 
-    captioner_model, processor = load_captioner(str(model), dtype, state.device)
+    captioner_model, processor = _load_checked(str(model), dtype, state.device)  # checked above
     engine = CaptionEngine(captioner_model, processor, prompt, cache=cache, compile=compile)
     captioner = _Captioner(engine, settings, retry)
     summary = CaptionSummary(output=str(output))
