@@ -70,6 +70,10 @@ def llama_tokenizer_dir(spm_model_file, tmp_path_factory) -> Path:
     from transformers import LlamaTokenizer
 
     tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False)
+    # legacy=True: this toy vocabulary has "▁USER" as one piece, so with legacy=False every turn after an answer
+    # would start with <unk> ("USER" is no piece) and the original would drop every multi-turn sample. The
+    # released setting (legacy=False) is tested with a LLaMA-2-like vocabulary in test_original_tokenization.py.
+    tokenizer.legacy = tokenizer.init_kwargs["legacy"] = True  # the attribute is read, init_kwargs is saved
     tokenizer.save_pretrained(folder)
     return folder
 

@@ -28,7 +28,7 @@ from transformers import (
     LlavaProcessor,
 )
 
-from transformers_sharegpt4v import ShareGPT4VForCausalLM
+from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM
 from transformers_sharegpt4v.cli import main as cli_main
 from transformers_sharegpt4v.conversion import convert_checkpoint, write_safetensors_streaming
 
@@ -291,7 +291,7 @@ RELEASED_TOKENIZER_CONFIG = {  # what the released repos ship (LlamaTokenizer, n
 
 
 def write_released_checkpoint(
-    root: Path, spm_model_file: Path, seed: int = 0, **config_overrides
+    root: Path, spm_model_file: Path, seed: int = 0, vocab_size: int = ORIGINAL_VOCAB, **config_overrides
 ) -> tuple[Path, Path]:
     """A tiny ShareGPT4V checkpoint in exactly the released layout: LLM folder (share4v config with mm_* fields,
     two pickled shards + index with LLaMA keys, rotary inv_freq buffers and model.mm_projector.{0,2}, the
@@ -339,7 +339,7 @@ def write_released_checkpoint(
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=4,
-        vocab_size=ORIGINAL_VOCAB,
+        vocab_size=vocab_size,
         max_position_embeddings=2048,
         rms_norm_eps=1e-5,
     )
@@ -818,24 +818,40 @@ def legacy_llava_hf_source(llava_hf_dir: Path, folder: Path) -> Path:
 
 @pytest.fixture(scope="module", params=["released", "legacy-llava-hf"])
 def llava_hf_export(request, tmp_path_factory) -> Path:
-    """llava-hf exports of a released checkpoint (tokenizer.model) and of a llava-hf one with a legacy
-    tokenizer.json; both tokenizers are the conftest SentencePiece model."""
+    """llava-hf exports of a released checkpoint (tokenizer.model with LLaMA-2's quirks, legacy false, see
+    test_original_tokenization.py) and of a llava-hf one with a legacy tokenizer.json (the conftest
+    SentencePiece model, legacy true)."""
     out = tmp_path_factory.mktemp("llava_hf_export") / "hf"
     if request.param == "released":
-        llm_dir, vit_dir = request.getfixturevalue("released")
+        from test_original_tokenization import write_released_llama_like
+
+        llm_dir, vit_dir = write_released_llama_like(out.parent / "source")
         return convert_checkpoint(llm_dir, out, to="llava-hf", vision_tower=vit_dir)
     source = legacy_llava_hf_source(request.getfixturevalue("llava_hf_dir"), out.parent / "source")
     return convert_checkpoint(source, out, to="llava-hf")
 
 
-@pytest.fixture(scope="module")
-def original_ids(spm_model_file):
-    """The original ids of a prompt (independent SentencePiece computation, tests/test_processing_sharegpt4v.py),
-    with the image sentinel expanded to 576 <image> ids."""
+@pytest.fixture
+def original_ids(request, llava_hf_export, spm_model_file):
+    """The original ids of a prompt for the export's source tokenizer (independent SentencePiece computation,
+    tests/test_processing_sharegpt4v.py), with the image sentinel expanded to 576 <image> ids."""
+    from test_original_tokenization import FIXTURE
     from test_processing_sharegpt4v import OriginalLlamaTokenizer, tokenizer_image_token
 
-    tokenizer = OriginalLlamaTokenizer(spm_model_file)
-    return lambda prompt: expand(tokenizer_image_token(prompt, tokenizer))
+    released = request.node.callspec.params["llava_hf_export"] == "released"
+    tokenizer = OriginalLlamaTokenizer(
+        FIXTURE / "tokenizer.model" if released else spm_model_file, legacy=not released
+    )
+    image_id = json.loads((llava_hf_export / "config.json").read_text())["image_token_index"]
+
+    def ids(prompt: str) -> list[int]:
+        return [
+            x
+            for i in tokenizer_image_token(prompt, tokenizer)
+            for x in ([image_id] * N_IMAGE if i == SENTINEL else [i])
+        ]
+
+    return ids
 
 
 @pytest.mark.parametrize("messages, generation_prompt, prompt", LLAVA_HF_CASES)
@@ -914,20 +930,23 @@ def test_llava_hf_export_random_conversations_give_the_original_ids(llava_hf_exp
 
 
 def test_whole_string_template_check_names_the_first_difference(llava_hf_export, tiny_config):
-    """The export-time self-check (a warning in convert_checkpoint) accepts the shipped llava-hf template and
-    catches the plugin's vicuna_v1 (BOS in the text: a second BOS) and a template without the space after </s>."""
+    """The export-time self-check (a warning in convert_checkpoint) accepts the export's template and catches
+    the plugin's vicuna_v1 (BOS in the text: a second BOS) and the template of the other `legacy` setting (what
+    follows </s>)."""
     from transformers_sharegpt4v.conversion import check_whole_string_template
 
-    tokenizer = LlavaProcessor.from_pretrained(llava_hf_export).tokenizer
+    processor = LlavaProcessor.from_pretrained(llava_hf_export)
+    tokenizer, template = processor.tokenizer, processor.chat_template
+    config = ShareGPT4VConfig(**tiny_config_kwargs(len(tokenizer), processor.image_token_id))
+    assert check_whole_string_template(config, tokenizer, template) is None
     folder = REPO / "transformers_sharegpt4v" / "chat_templates"
-    template = (folder / "vicuna_v1_llava_hf.jinja").read_text(encoding="utf-8")
-    assert check_whole_string_template(tiny_config, tokenizer, template) is None
-    problem = check_whole_string_template(tiny_config, tokenizer, (folder / "vicuna_v1.jinja").read_text())
+    problem = check_whole_string_template(config, tokenizer, (folder / "vicuna_v1.jinja").read_text())
     assert problem is not None and "position 1" in problem and "'<s>'" in problem
-    no_space = template.replace('{{- " " if ns.after_eos else "" -}}', "")
-    assert no_space != template
-    problem = check_whole_string_template(tiny_config, tokenizer, no_space)
-    assert problem is not None and "</s>USER" in problem
+    lines = ("{%- set legacy = true -%}", "{%- set legacy = false -%}")
+    other = template.replace(*lines) if lines[0] in template else template.replace(*reversed(lines))
+    assert other != template
+    problem = check_whole_string_template(config, tokenizer, other)
+    assert problem is not None and "</s>" in problem
 
 
 def test_llava_hf_export_model_card_example_runs(llava_hf_export):

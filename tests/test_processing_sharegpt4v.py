@@ -41,20 +41,33 @@ SYSTEM = (
 
 
 class OriginalLlamaTokenizer:
-    """`tokenizer(text).input_ids` of the slow LlamaTokenizer (transformers 4.31, legacy) ShareGPT4V trained with."""
+    """`tokenizer(text).input_ids` of the slow LlamaTokenizer of transformers 4.31, which ShareGPT4V trained with.
+
+    With `legacy=False` (the released tokenizer_config.json) 4.31 turned "▁" into spaces, and the first piece of a
+    stretch after a special token lost its "▁" (looked up again as a string, <unk> if missing); with `legacy=True`
+    every stretch keeps SentencePiece's dummy prefix.
+    """
 
     SPECIAL = {"<unk>": 0, "<s>": 1, "</s>": 2}
 
-    def __init__(self, model_file):
+    def __init__(self, model_file, legacy: bool = True):
         self.sp = spm.SentencePieceProcessor(model_file=str(model_file))
+        self.legacy = legacy
 
     def __call__(self, text: str) -> list[int]:
+        if not self.legacy:
+            text = "▁" + text.replace("▁", " ")
         ids = [1]
         for piece in re.split(r"(<unk>|<s>|</s>)", text):
             if piece in self.SPECIAL:
                 ids.append(self.SPECIAL[piece])
             elif piece:
-                ids.extend(self.sp.encode(piece))
+                first = not self.legacy and piece.startswith("▁")
+                piece = piece[1:] if first else piece
+                tokens = self.sp.encode(piece, out_type=str)
+                if not (self.legacy or first or piece.startswith(" ")) and tokens and tokens[0].startswith("▁"):
+                    tokens = ([tokens[0][1:]] if len(tokens[0]) > 1 else []) + tokens[1:]
+                ids.extend(self.sp.piece_to_id(token) for token in tokens)
         return ids
 
 
@@ -228,7 +241,12 @@ def test_legacy_tokenizer_json_pipeline_gives_the_same_ids(tokenizer, original, 
         assert ids == expand(tokenizer_image_token(prompt, original)), prompt
 
 
-def test_whole_string_tokenizer_does_not_reproduce_the_original(tokenizer, original):
+def test_whole_string_tokenizer_does_not_reproduce_the_original(llama_tokenizer_dir, spm_model_file):
+    """With the released setting (legacy false), tokenizing the whole prompt loses the lone "▁" the original had
+    after the image (it tokenized the piece after the image on its own)."""
+    tokenizer = LlamaTokenizer.from_pretrained(llama_tokenizer_dir, legacy=False)
+    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
+    original = OriginalLlamaTokenizer(spm_model_file, legacy=False)
     prompt = "USER: <image>\nWhat? ASSISTANT: A dog</s>USER: Why? ASSISTANT:"
     expected = expand(tokenizer_image_token(prompt, original), image_value=IMAGE_ID)
     whole = tokenizer(prompt.replace("<image>", "<image>" * N)).input_ids

@@ -63,8 +63,15 @@ from transformers.utils.hub import convert_file_size_to_int
 from .configuration_sharegpt4v import ShareGPT4VConfig
 from .hub import read_license, write_model_card
 from .image_processing_sharegpt4v import ShareGPT4VImageProcessor
+from .llama_tokenizer import (
+    IMAGE_SENTINEL,
+    SENTENCEPIECE_FILE,
+    after_special_split,
+    load_llama_tokenizer,
+    original_prompt_ids,
+)
 from .modeling_sharegpt4v import ShareGPT4VForCausalLM
-from .processing_sharegpt4v import ShareGPT4VProcessor
+from .processing_sharegpt4v import ShareGPT4VProcessor, tokenizer_is_legacy
 
 logger = logging.getLogger(__name__)
 
@@ -524,6 +531,7 @@ class _Plan:
     generation_config: Any = None
     chat_template: str | dict[str, str] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    sentencepiece_file: Path | None = None  # the source's tokenizer.model: the export's independent id check
 
 
 def _read_preprocessor(folder: Path) -> dict[str, Any]:
@@ -579,7 +587,7 @@ def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | Non
     check_original_config(config, vision, folder, vit_folder)
 
     # `config=`: the LLaMA tokenizer without transformers parsing the share4v config.json (and warning about it).
-    tokenizer = AutoTokenizer.from_pretrained(folder, config=LlamaConfig())
+    tokenizer = load_llama_tokenizer(folder, config=LlamaConfig())
     vocab = config.get("vocab_size", 32000)
     if len(tokenizer) != vocab:
         raise ValueError(
@@ -618,7 +626,9 @@ def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | Non
     embedded_vit = any(k.startswith("model.vision_tower.vision_tower.") for keys in llm.files.values() for k in keys)
     if not embedded_vit:
         sources.append(_Source(vit_folder, rename_vision_tower_key, list_weight_files(vit_folder)))
+    sentencepiece_file = folder / SENTENCEPIECE_FILE
     return _Plan(
+        sentencepiece_file=sentencepiece_file if sentencepiece_file.is_file() else None,
         config=plugin_config,
         sources=sources,
         new_vocab_rows=new_vocab - vocab,
@@ -820,8 +830,9 @@ def _default_template(chat_template: str | dict[str, str]) -> str | None:
 
 
 # A conversation with what the dummy prefix affects: text after an image, after "</s>", digits and unicode.
+_TURN_START = "USER:"  # what vicuna_v1 puts right after each "</s>"
 _PROBE_MESSAGES = [
-    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in the 2 images? 日本語 ✓"}]},
+    {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is in  the 2 images? 日本語 ✓"}]},
     {"role": "assistant", "content": [{"type": "text", "text": "A dog, 3 cats — 0.5 m²."}]},
     {"role": "user", "content": [{"type": "text", "text": " And then?"}]},
 ]
@@ -833,8 +844,9 @@ def _whole_string_tokenizer(tokenizer: Any) -> Any:
     The template spells out SentencePiece's per-piece dummy prefix as spaces, which fits the Metaspace
     pre-tokenizer (transformers >= 4.41 tokenizer.json; it adds "▁" only at the start of the text). The legacy
     tokenizer.json of older llava-hf repos prepends "▁" to every piece between special tokens with a normalizer,
-    which would double those spaces: it is rewritten to the Metaspace form (same vocabulary and merges). The copy
-    carries no chat templates of its own (the plugin's would be saved as additional_chat_templates).
+    which would double those spaces: it is rewritten to the Metaspace form (same vocabulary and merges). With
+    `legacy: false`, "USER" after "</s>" gets the pieces transformers 4.31 gave it (`after_special_split`). The
+    copy carries no chat templates of its own (the plugin's would be saved as additional_chat_templates).
     """
     out = copy.copy(tokenizer)
     out.chat_template = None
@@ -850,16 +862,41 @@ def _whole_string_tokenizer(tokenizer: Any) -> Any:
         spec["normalizer"] = {"type": "Sequence", "normalizers": kept} if kept else None
         spec["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": False}
         out._tokenizer = type(backend).from_str(json.dumps(spec))
+    if not tokenizer_is_legacy(tokenizer):
+        split = after_special_split(out, _TURN_START)
+        if split is not None:
+            spec = json.loads(out._tokenizer.to_str())
+            spec["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [split, spec["pre_tokenizer"]]}
+            out._tokenizer = type(backend).from_str(json.dumps(spec))
     return out
 
 
+def _llava_hf_template(tokenizer: Any) -> str:
+    """The shipped vicuna_v1_llava_hf template, with the tokenizer's `legacy` setting written in."""
+    template = _shipped_chat_template("vicuna_v1_llava_hf")
+    if tokenizer_is_legacy(tokenizer):
+        return template
+    line = "{%- set legacy = true -%}"
+    if template.count(line) != 1:
+        raise RuntimeError(f"vicuna_v1_llava_hf.jinja should have one line {line!r}")
+    return template.replace(line, "{%- set legacy = false -%}")
+
+
 def check_whole_string_template(
-    config: ShareGPT4VConfig, tokenizer: Any, chat_template: str, messages: list[dict] | None = None
+    config: ShareGPT4VConfig,
+    tokenizer: Any,
+    chat_template: str,
+    messages: list[dict] | None = None,
+    sentencepiece_file: str | Path | None = None,
 ) -> str | None:
     """None if `chat_template` rendered and tokenized in one piece by `tokenizer` (with BOS, as LlavaProcessor and
     serving engines do) gives the ids ShareGPT4V was trained on for `messages` (default: a probe conversation),
-    else a description of the first difference. The original ids come from the plugin processor's split
-    tokenization with the shipped vicuna_v1 template (REFERENCE.md "Prompts and labels")."""
+    else a description of the first difference.
+
+    The original ids: the vicuna_v1 prompt tokenized as transformers 4.31 did it, computed independently with
+    sentencepiece on `sentencepiece_file` (`original_prompt_ids`); without that file (a llava-hf source ships
+    only tokenizer.json), with the plugin processor's split tokenization (docs/reference.md, "Prompts and labels").
+    """
     messages = _PROBE_MESSAGES if messages is None else messages
     reference = ShareGPT4VProcessor.from_model_config(
         config,
@@ -868,7 +905,13 @@ def check_whole_string_template(
         chat_template=_shipped_chat_template("vicuna_v1"),
     )
     prompt = reference.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    expected = reference.tokenize_like_original([prompt])[0]["input_ids"]
+    if sentencepiece_file is not None:
+        prompt = prompt.removeprefix(tokenizer.bos_token or "")
+        original = original_prompt_ids(sentencepiece_file, prompt, tokenizer_is_legacy(tokenizer), IMAGE_TOKEN)
+        image = [config.image_token_id] * config.image_seq_length
+        expected = [i for token in original for i in (image if token == IMAGE_SENTINEL else [token])]
+    else:
+        expected = reference.tokenize_like_original([prompt])[0]["input_ids"]
     text = tokenizer.apply_chat_template(
         messages, chat_template=chat_template, add_generation_prompt=True, tokenize=False
     )
@@ -896,7 +939,8 @@ def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
         # Imported here: without torchvision, importing LlavaImageProcessor logs a fallback warning.
         from transformers import LlavaImageProcessor, LlavaProcessor
 
-        chat_template = _shipped_chat_template("vicuna_v1_llava_hf")
+        tokenizer = _whole_string_tokenizer(plan.tokenizer)
+        chat_template = _llava_hf_template(tokenizer)
         if plan.chat_template is not None and _default_template(plan.chat_template) != _shipped_chat_template(
             "vicuna_v1"
         ):
@@ -906,8 +950,9 @@ def _save_processor(plan: _Plan, out_dir: Path, to: TargetFormat) -> None:
                 "would give other ids). Set processor.chat_template in the export if you need your own."
             )
 
-        tokenizer = _whole_string_tokenizer(plan.tokenizer)
-        problem = check_whole_string_template(plan.config, tokenizer, chat_template)
+        problem = check_whole_string_template(
+            plan.config, tokenizer, chat_template, sentencepiece_file=plan.sentencepiece_file
+        )
         if problem is not None:
             logger.warning(
                 "The llava-hf export's chat template does not reproduce the original token ids with this tokenizer "

@@ -21,6 +21,7 @@ ignored); for plain the caption and its newline.
 
 import bisect
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .image_processing_sharegpt4v import ShareGPT4VImageProcessor
 logger = logging.get_logger(__name__)
 
 IGNORE_INDEX = -100
+SPIECE_UNDERLINE = "▁"
 _SMALL_BATCH = 64  # text pieces below which they are encoded one by one (see `_encode_pieces`)
 DEFAULT_CHAT_TEMPLATE = "vicuna_v1"
 CHAT_TEMPLATE_NAMES = ("vicuna_v1", "plain")
@@ -122,6 +124,50 @@ def _sentencepiece_segment_encoder(tokenizer: Any) -> Any | None:
             spec["pre_tokenizer"] = None
     spec["post_processor"] = None
     return type(backend).from_str(json.dumps(spec))
+
+
+@dataclass(frozen=True)
+class _TokenizerSetup:
+    encoder: Any  # SentencePiece-style segment encoder (a `tokenizers.Tokenizer`), or None
+    prefix: list[int]  # ids the tokenizer adds before a text (BOS)
+    suffix: list[int]  # ... and after it
+    legacy: bool  # the tokenizer's `legacy` setting, as transformers 4.31 read it
+    added_ids: frozenset  # ids of the added tokens, on which the text is split before SentencePiece runs
+    vocab: dict
+    unk_id: int | None
+
+
+def tokenizer_is_legacy(tokenizer: Any) -> bool:
+    """The tokenizer's `legacy` setting as transformers 4.31 read it (None, i.e. unset, meant True).
+
+    The saved `tokenizer_config.json` says it; `tokenizer.legacy` is what transformers 5 loaded from it (a
+    LlamaTokenizer without the key defaults to False there; checkpoints saved by this plugin always have it).
+    """
+    legacy = getattr(tokenizer, "legacy", tokenizer.init_kwargs.get("legacy"))
+    return True if legacy is None else bool(legacy)
+
+
+def _strip_prefix_after_special(encoding: Any, text: str, setup: _TokenizerSetup) -> tuple[list, list]:
+    """Ids and offsets of a piece as transformers 4.31's slow LlamaTokenizer gave them with `legacy=False`.
+
+    That version split the text on added tokens and SentencePiece-encoded each stretch with its dummy prefix "▁";
+    for a stretch that follows an added token (and does not start with a space) it then removed the "▁" from the
+    stretch's first piece: "</s>USER" -> "</s>", "▁US", "ER" -> "</s>", "US", "ER". The stripped piece is looked up
+    as a string (a lone "▁" disappears; a piece missing from the vocabulary becomes <unk>). The encoding given
+    here has the prefix on every stretch (the legacy behaviour), so only that removal is left to do.
+    """
+    ids, tokens, offsets = encoding.ids, encoding.tokens, encoding.offsets
+    out_ids, out_offsets = [], []
+    for index, (token_id, token, offset) in enumerate(zip(ids, tokens, offsets, strict=True)):
+        follows_special = index > 0 and ids[index - 1] in setup.added_ids and token_id not in setup.added_ids
+        if follows_special and token.startswith(SPIECE_UNDERLINE):
+            if not text[offsets[index - 1][1] :].startswith(" "):
+                if len(token) == 1:
+                    continue
+                token_id = setup.vocab.get(token[1:], setup.unk_id)
+        out_ids.append(token_id)
+        out_offsets.append(tuple(offset))
+    return out_ids, out_offsets
 
 
 def _flatten_images(images: Any) -> list:
@@ -231,12 +277,12 @@ class ShareGPT4VProcessor(ProcessorMixin):
 
     # ------------------------------------------------------------------ tokenization
 
-    def _tokenizer_setup(self) -> tuple[Any | None, list[int], list[int]]:
-        """(SentencePiece-style segment encoder or None, ids the tokenizer adds before / after a text).
+    def _tokenizer_setup(self) -> "_TokenizerSetup":
+        """How this tokenizer encodes text pieces like the original (rebuilt when tokens are added).
 
         The special ids are read from what the tokenizer does (`tokenizer("a")` vs. without special tokens), as
         the original code did (it kept BOS if `tokenizer(chunk)` started with it): transformers 5 does not keep
-        `add_bos_token` across save/load, the backend's post-processor does. Rebuilt when tokens are added.
+        `add_bos_token` across save/load, the backend's post-processor does.
         """
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         key = (id(backend), len(self.tokenizer), None if backend is None else backend.post_processor.__repr__())
@@ -246,21 +292,32 @@ class ShareGPT4VProcessor(ProcessorMixin):
             start = next(
                 (i for i in range(len(with_special) - len(plain) + 1) if with_special[i : i + len(plain)] == plain), 0
             )
-            prefix, suffix = with_special[:start], with_special[start + len(plain) :]
-            self._segment_encoder_cache = (key, (_sentencepiece_segment_encoder(self.tokenizer), prefix, suffix))
+            encoder = _sentencepiece_segment_encoder(self.tokenizer)
+            setup = _TokenizerSetup(
+                encoder=encoder,
+                prefix=with_special[:start],
+                suffix=with_special[start + len(plain) :],
+                legacy=tokenizer_is_legacy(self.tokenizer),
+                added_ids=frozenset(self.tokenizer.added_tokens_decoder),
+                vocab=encoder.get_vocab() if encoder is not None else {},
+                unk_id=self.tokenizer.unk_token_id,
+            )
+            self._segment_encoder_cache = (key, setup)
         return self._segment_encoder_cache[1]
 
     def _encode_pieces(self, pieces: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
         """Token ids and character offsets of each text piece, each tokenized on its own without BOS/EOS."""
-        encoder = self._tokenizer_setup()[0]
-        if encoder is not None:
+        setup = self._tokenizer_setup()
+        if setup.encoder is not None:
             # `encode_batch` wakes the tokenizers thread pool: 20x slower than plain `encode` for the few short
             # pieces of one sample, and far worse on a loaded machine (training collators call this per sample).
             if len(pieces) <= _SMALL_BATCH:
-                encodings = [encoder.encode(piece, add_special_tokens=False) for piece in pieces]
+                encodings = [setup.encoder.encode(piece, add_special_tokens=False) for piece in pieces]
             else:
-                encodings = encoder.encode_batch(pieces, add_special_tokens=False)
-            return [(list(e.ids), [tuple(o) for o in e.offsets]) for e in encodings]
+                encodings = setup.encoder.encode_batch(pieces, add_special_tokens=False)
+            if setup.legacy:
+                return [(list(e.ids), [tuple(o) for o in e.offsets]) for e in encodings]
+            return [_strip_prefix_after_special(e, piece, setup) for e, piece in zip(encodings, pieces, strict=True)]
         # Not a SentencePiece tokenizer: the original's "tokenizer(piece)" is the tokenizer on its own.
         with_offsets = getattr(self.tokenizer, "backend", None) == "tokenizers"
         out = self.tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=with_offsets)
@@ -276,20 +333,25 @@ class ShareGPT4VProcessor(ProcessorMixin):
         With `add_special_tokens`, the tokens the tokenizer adds around a text (BOS for LLaMA) are added, except a
         prefix the text already starts with (a chat template's "<s>"), so BOS is never doubled.
         """
-        _, prefix, suffix = self._tokenizer_setup() if add_special_tokens else (None, [], [])
+        setup = self._tokenizer_setup()
+        prefix, suffix = setup.prefix, (setup.suffix if add_special_tokens else [])
+        if not setup.legacy and setup.encoder is not None:
+            # transformers 4.31 with legacy=False first turned every "▁" of the text into a space.
+            texts = [text.replace(SPIECE_UNDERLINE, " ") for text in texts]
         prefix_text = "".join(self.tokenizer.convert_ids_to_tokens(prefix))
-        split = [text.split(self.image_token) for text in texts]
+        # A text that starts with the prefix (a chat template's "<s>", tokenized with add_special_tokens=False by
+        # apply_chat_template) has it as the BOS the tokenizer adds, not as a special token inside the text (which
+        # would change the text after it, see legacy).
+        leads = [len(prefix_text) if prefix and text.startswith(prefix_text) else 0 for text in texts]
+        split = [text[lead:].split(self.image_token) for text, lead in zip(texts, leads, strict=True)]
         encoded = iter(self._encode_pieces([piece for pieces in split for piece in pieces]))
         width, n_tokens = len(self.image_token), self.image_seq_length
         results = []
-        for text, pieces in zip(texts, split, strict=True):
-            ids: list[int] = []
-            offsets: list[tuple[int, int]] = []
-            if prefix and not text.startswith(prefix_text):
-                ids.extend(prefix)
-                offsets.extend([(0, 0)] * len(prefix))
+        for lead, pieces in zip(leads, split, strict=True):
+            ids: list[int] = list(prefix) if lead or add_special_tokens else []
+            offsets: list[tuple[int, int]] = [(0, lead)] * len(ids)
             image_spans, replacements = [], []
-            start = gain = 0  # start of the piece in `text`; characters gained by the expansion so far
+            start, gain = lead, 0  # start of the piece in `text`; characters gained by the expansion so far
             for index, piece in enumerate(pieces):
                 piece_ids, piece_offsets = next(encoded)
                 ids.extend(piece_ids)

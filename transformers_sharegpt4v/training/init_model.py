@@ -77,10 +77,11 @@ def init_checkpoint(
     seed: int = 0,
 ) -> Path:
     """Build a `ShareGPT4VForCausalLM` from a CLIP and a Llama checkpoint, save it with its processor and code."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
+    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
     from ..configuration_sharegpt4v import ShareGPT4VConfig
     from ..image_processing_sharegpt4v import ShareGPT4VImageProcessor
+    from ..llama_tokenizer import load_llama_tokenizer
     from ..modeling_sharegpt4v import ShareGPT4VForCausalLM
     from ..processing_sharegpt4v import ShareGPT4VProcessor
 
@@ -94,7 +95,7 @@ def init_checkpoint(
     for key, value in (text_config_overrides or {}).items():
         setattr(text_config, key, value)
     language_model = AutoModelForCausalLM.from_pretrained(llm, config=text_config, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(llm)
+    tokenizer = load_llama_tokenizer(llm)  # SentencePiece merge order, `legacy` kept (Vicuna ships tokenizer.model)
     ShareGPT4VProcessor.prepare_tokenizer(tokenizer, image_token=IMAGE_TOKEN)  # <image> (and <pad> if none)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
