@@ -7,10 +7,14 @@ ShareGPT4V models (and LLaVA-1.5) were trained on prompts tokenized in pieces. T
 prompt on "<image>", tokenizes every piece on its own with the slow SentencePiece LLaMA tokenizer of
 transformers 4.31 (BOS kept only on the first piece) and puts the sentinel id -200 between the pieces. Every
 piece gets SentencePiece's dummy prefix "▁", and so does every stretch of text after a special token such as
-"</s>". So the prompt " USER: <image>\\nWhat" became [..., "▁USER", ":", "▁", -200, "▁", "<0x0A>", "What"]: a
-lone "▁" before and after the image. A fast tokenizer on the whole string gives different ids (no "▁" around
-"<image>", none after "</s>"). Here each piece is tokenized exactly like the original and the sentinel is
-replaced by `image_seq_length` copies of the `<image>` token id.
+"</s>" when the tokenizer says `legacy: true`. So the prompt " USER: <image>\\nWhat" became [..., "▁USER", ":",
+"▁", -200, "▁", "<0x0A>", "What"]: a lone "▁" before and after the image. With `legacy: false` (the released
+ShareGPT4V, Vicuna and llava-hf tokenizers), 4.31 gave the text after a special token the dummy prefix and then
+removed it from its first piece ("</s>USER" -> "</s>", "US", "ER"; a piece missing from the vocabulary without
+its "▁" becomes <unk>). A fast tokenizer on the whole string gives different ids (no "▁" around "<image>", and
+after "</s>" either "▁USER" or "USER"). Here each piece is tokenized exactly like the original, following the
+tokenizer's `legacy` setting (`tokenizer_is_legacy`), and the sentinel is replaced by `image_seq_length` copies
+of the `<image>` token id. A chat template's leading "<s>" counts as the BOS the tokenizer adds, not as text.
 
 Chat templates (`chat_templates/*.jinja`, saved with the processor): "vicuna_v1" (the default; stage 2 and
 evaluation) and "plain" (stage-1 captions). Their `{% generation %}` spans make
