@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "images"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "images"  # the four test photos
 FOLDERS = ["coco/train2017", "sam/images", "llava/llava_pretrain/images", "wikiart/images"]
 WORDS = (
     "the a an image shows depicts man woman dog cat car street building tree sky cloud water boat river "
@@ -44,8 +44,11 @@ PROMPT = "<image>\nAnalyze the image in a comprehensive and detailed manner."
 def make_corpus(folder: Path, size_bytes: int, seed: int = 0) -> tuple[Path, Path, int]:
     """Write `folder/corpus.json` (about `size_bytes`) and an image root; returns (json, root, records)."""
     root = folder / "images"
+    photos = sorted(FIXTURES.glob("*.jpg"))
+    if len(photos) < len(FOLDERS):
+        raise SystemExit(f"expected {len(FOLDERS)} test photos in {FIXTURES}, found {len(photos)}")
     images = []
-    for number, (sub, photo) in enumerate(zip(FOLDERS, sorted(FIXTURES.glob("*.jpg")), strict=False)):
+    for number, (sub, photo) in enumerate(zip(FOLDERS, photos, strict=False)):
         (root / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy(photo, root / sub / f"{number:012d}.jpg")
         images.append(f"{sub}/{number:012d}.jpg")

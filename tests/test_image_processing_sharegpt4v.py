@@ -15,7 +15,7 @@ import PIL.ImageFile
 import PIL.ImageOps
 import pytest
 import torch
-from conftest import FIXTURE_IMAGES
+from conftest import FIXTURE_IMAGES, FIXTURE_PHOTOS
 
 from transformers_sharegpt4v.image_processing_sharegpt4v import CorruptImageError, ShareGPT4VImageProcessor
 
@@ -27,7 +27,7 @@ PHOTOS = sorted(FIXTURE_IMAGES.glob("*.jpg"))
 
 def test_fixture_photos_are_there():
     """The photo tests are parametrized over this folder: an empty glob must fail, not skip them."""
-    assert len(PHOTOS) >= 4, f"expected the fixture photos in {FIXTURE_IMAGES} (shared/ beside the repository)"
+    assert set(FIXTURE_PHOTOS) <= {path.name for path in PHOTOS}, f"expected the test photos in {FIXTURE_IMAGES}"
 
 
 def expand2square(image: PIL.Image.Image, background_color: tuple[int, int, int]) -> PIL.Image.Image:
