@@ -2,7 +2,7 @@
 the naive `json.load` + `datasets.Dataset.from_list` on the same synthetic LLaVA-format JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_corpora.py --size-mb 200           # a few minutes here
-    OMP_NUM_THREADS=1 python benchmarks/bench_corpora.py --size-mb 1024          # the issue's 1 GB figure
+    OMP_NUM_THREADS=1 python benchmarks/bench_corpora.py --size-mb 1024          # docs/benchmarks.md's 1 GB figure
 
 The corpus imitates ShareGPT4V-PT (1.49 GB for 1.25M records: ~1.2 kB a record, one detailed caption each)
 with records pointing at a handful of real photos under coco/, sam/, llava/ and wikiart/ (so the image
@@ -126,7 +126,7 @@ def run_measured(code: str, *args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=float, default=200, help="synthetic corpus size (the issue: 1024)")
+    parser.add_argument("--size-mb", type=float, default=200, help="synthetic corpus size (docs/benchmarks.md: 1024)")
     parser.add_argument("--num-workers", type=int, default=2, help="image-check processes of the plugin")
     parser.add_argument("--workdir", default=None, help="where to write the corpus (default: a temp folder)")
     parser.add_argument("--skip-naive", action="store_true", help="measure the plugin only")
@@ -160,7 +160,7 @@ def main() -> None:
             )
         rss, pss = plugin["tree_rss_mb"], plugin["tree_pss_mb"]
         print(
-            f"issue bar (peak RSS < 1,536 MB on a {size_mb:,.0f} MB corpus): plugin process tree "
+            f"memory bar (peak RSS < 1,536 MB on a {size_mb:,.0f} MB corpus): plugin process tree "
             f"{rss:,.0f} MB summed RSS, {pss:,.0f} MB PSS: "
             f"{'met' if rss < 1536 else 'met on PSS only' if pss < 1536 else 'NOT met'}"
         )
