@@ -1,7 +1,7 @@
 """ShareGPT4VImageProcessor against an independent, step-by-step re-implementation of the original pipeline.
 
 `reference_pixel_values` below is written from the description of LLaVA-1.5's `expand2square` and
-transformers 4.31's `CLIPImageProcessor` (REFERENCE.md, "Image preprocessing"), in plain PIL + numpy,
+transformers 4.31's `CLIPImageProcessor` (docs/reference.md, "Image preprocessing"), in plain PIL + numpy,
 in float64, one step at a time. It shares no code with the processor.
 """
 

@@ -71,7 +71,7 @@ logger = logging.getLogger(__name__)
 TargetFormat = Literal["sharegpt4v", "llava-hf"]
 SourceFormat = Literal["original", "llava-hf", "sharegpt4v"]
 
-# The remote-code unit (DESIGN.md): copied into every plugin checkpoint.
+# The remote-code unit (README.md, "Architecture"): copied into every plugin checkpoint.
 REMOTE_CODE_FILES = (
     "configuration_sharegpt4v.py",
     "modeling_sharegpt4v.py",
@@ -83,7 +83,7 @@ PAD_TOKEN = "<pad>"
 VOCAB_MULTIPLE = 64
 DEFAULT_MAX_SHARD_SIZE = 5 * 1024**3
 
-# The projector of LLaVA-1.5 / ShareGPT4V: Linear -> GELU -> Linear (`mlp2x_gelu`, REFERENCE "Architecture").
+# The projector of LLaVA-1.5 / ShareGPT4V: Linear -> GELU -> Linear (`mlp2x_gelu`, docs/reference.md "Architecture").
 SUPPORTED_PROJECTOR = "mlp2x_gelu"
 # mm_vision_select_feature -> vision_feature_select_strategy: "patch" drops CLS, "cls_patch" keeps it.
 SELECT_FEATURE = {"patch": "default", "cls_patch": "full"}
@@ -859,7 +859,7 @@ def check_whole_string_template(
     """None if `chat_template` rendered and tokenized in one piece by `tokenizer` (with BOS, as LlavaProcessor and
     serving engines do) gives the ids ShareGPT4V was trained on for `messages` (default: a probe conversation),
     else a description of the first difference. The original ids come from the plugin processor's split
-    tokenization with the shipped vicuna_v1 template (REFERENCE.md "Prompts and labels")."""
+    tokenization with the shipped vicuna_v1 template (docs/reference.md, "Prompts and labels")."""
     messages = _PROBE_MESSAGES if messages is None else messages
     reference = ShareGPT4VProcessor.from_model_config(
         config,
