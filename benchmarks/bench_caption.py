@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURE_IMAGES = ROOT.parent / "shared" / "fixtures" / "images"
+FIXTURE_IMAGES = ROOT / "tests" / "fixtures" / "images"  # the four test photos
 PROMPT = "Analyze the image in a comprehensive and detailed manner."
 PAPER_IMAGES, PAPER_GPU_DAYS = 1_200_000, 44
 

@@ -2,7 +2,7 @@
 the naive `json.load` + `datasets.Dataset.from_list` on the same synthetic LLaVA-format JSON.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_corpora.py --size-mb 200           # a few minutes here
-    OMP_NUM_THREADS=1 python benchmarks/bench_corpora.py --size-mb 1024          # the issue's 1 GB figure
+    OMP_NUM_THREADS=1 python benchmarks/bench_corpora.py --size-mb 1024          # docs/benchmarks.md's 1 GB figure
 
 The corpus imitates ShareGPT4V-PT (1.49 GB for 1.25M records: ~1.2 kB a record, one detailed caption each)
 with records pointing at a handful of real photos under coco/, sam/, llava/ and wikiart/ (so the image
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "images"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "images"  # the four test photos
 FOLDERS = ["coco/train2017", "sam/images", "llava/llava_pretrain/images", "wikiart/images"]
 WORDS = (
     "the a an image shows depicts man woman dog cat car street building tree sky cloud water boat river "
@@ -44,8 +44,11 @@ PROMPT = "<image>\nAnalyze the image in a comprehensive and detailed manner."
 def make_corpus(folder: Path, size_bytes: int, seed: int = 0) -> tuple[Path, Path, int]:
     """Write `folder/corpus.json` (about `size_bytes`) and an image root; returns (json, root, records)."""
     root = folder / "images"
+    photos = sorted(FIXTURES.glob("*.jpg"))
+    if len(photos) < len(FOLDERS):
+        raise SystemExit(f"expected {len(FOLDERS)} test photos in {FIXTURES}, found {len(photos)}")
     images = []
-    for number, (sub, photo) in enumerate(zip(FOLDERS, sorted(FIXTURES.glob("*.jpg")), strict=False)):
+    for number, (sub, photo) in enumerate(zip(FOLDERS, photos, strict=False)):
         (root / sub).mkdir(parents=True, exist_ok=True)
         shutil.copy(photo, root / sub / f"{number:012d}.jpg")
         images.append(f"{sub}/{number:012d}.jpg")
@@ -123,7 +126,7 @@ def run_measured(code: str, *args: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size-mb", type=float, default=200, help="synthetic corpus size (the issue: 1024)")
+    parser.add_argument("--size-mb", type=float, default=200, help="synthetic corpus size (docs/benchmarks.md: 1024)")
     parser.add_argument("--num-workers", type=int, default=2, help="image-check processes of the plugin")
     parser.add_argument("--workdir", default=None, help="where to write the corpus (default: a temp folder)")
     parser.add_argument("--skip-naive", action="store_true", help="measure the plugin only")
@@ -157,7 +160,7 @@ def main() -> None:
             )
         rss, pss = plugin["tree_rss_mb"], plugin["tree_pss_mb"]
         print(
-            f"issue bar (peak RSS < 1,536 MB on a {size_mb:,.0f} MB corpus): plugin process tree "
+            f"memory bar (peak RSS < 1,536 MB on a {size_mb:,.0f} MB corpus): plugin process tree "
             f"{rss:,.0f} MB summed RSS, {pss:,.0f} MB PSS: "
             f"{'met' if rss < 1536 else 'met on PSS only' if pss < 1536 else 'NOT met'}"
         )

@@ -21,7 +21,7 @@ from transformers import LlavaImageProcessorPil
 
 from transformers_sharegpt4v.image_processing_sharegpt4v import ShareGPT4VImageProcessor
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "images"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "images"  # the four test photos
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073])
 STD = np.array([0.26862954, 0.26130258, 0.27577711])
 
@@ -78,6 +78,8 @@ def main() -> int:
     peer = LlavaImageProcessorPil(do_pad=True, size={"shortest_edge": 336}, crop_size=336)
 
     paths = sorted(FIXTURES.glob("*.jpg"))
+    if not paths:
+        raise SystemExit(f"no test photos in {FIXTURES}")
     images = {path.name: PIL.Image.open(path).convert("RGB") for path in paths}
     for width, height in [(2000, 300), (1500, 2250), (1024, 768)]:
         images[f"synthetic {width}x{height}"] = smooth_image(width, height)

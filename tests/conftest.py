@@ -1,5 +1,6 @@
-"""Shared test fixtures: tiny models with the real 576-token geometry and a LLaMA-style tokenizer, all
-built in code. Nothing here touches the network."""
+"""Test fixtures: tiny models with the real 576-token geometry and a LLaMA-style tokenizer, all built in
+code, and the four photos in tests/fixtures/images. Nothing here touches the network or reads a file
+outside the repository."""
 
 import io
 import os
@@ -13,7 +14,18 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-FIXTURE_IMAGES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "images"
+# The four real photos the tests read (tests/fixtures/images/README.md says where each comes from). They are
+# in the repository; a missing one stops the run here, loudly, instead of letting photo tests skip.
+FIXTURE_IMAGES = Path(__file__).resolve().parent / "fixtures" / "images"
+FIXTURE_PHOTOS = (
+    "coco_dog_000000319154.jpg",
+    "coco_twocat_000000039769.jpg",
+    "extreme_ironing.jpg",
+    "waterview.jpg",
+)
+_missing_photos = [name for name in FIXTURE_PHOTOS if not (FIXTURE_IMAGES / name).is_file()]
+if _missing_photos:
+    raise FileNotFoundError(f"test photos missing from {FIXTURE_IMAGES}: {', '.join(_missing_photos)}")
 
 # Lines the test tokenizer is trained on: the vicuna_v1 system prompt, typical turns and captions.
 TOKENIZER_LINES = [

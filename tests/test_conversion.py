@@ -408,9 +408,10 @@ def write_released_checkpoint(
 
 
 def original_logits(llm_dir: Path, vit_dir: Path, ids: list[int], pixel_values: torch.Tensor) -> torch.Tensor:
-    """The original ShareGPT4V forward re-implemented from REFERENCE.md on the released files, with stock
-    transformers modules: CLIP hidden_states[select_layer] (CLS dropped for "patch") -> Linear -> exact GELU ->
-    Linear, the features spliced in at each -200 sentinel, Llama on inputs_embeds."""
+    """The original ShareGPT4V forward re-implemented from docs/reference.md ("Architecture", "Released
+    checkpoint layout") on the released files, with stock transformers modules: CLIP
+    hidden_states[select_layer] (CLS dropped for "patch") -> Linear -> exact GELU -> Linear, the features
+    spliced in at each -200 sentinel, Llama on inputs_embeds."""
     config = json.loads((llm_dir / "config.json").read_text())
     state = {}
     for shard in sorted(llm_dir.glob("pytorch_model-*.bin")):
@@ -758,7 +759,7 @@ def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": [{"type": "text", "text": text}]}
 
 
-# (messages, add_generation_prompt, the prompt the original code built: REFERENCE.md "Prompts and labels")
+# (messages, add_generation_prompt, the prompt the original code built: docs/reference.md, "Prompts and labels")
 LLAVA_HF_CASES = [
     ([_user(None, "What is in the image?")], True, f"{SYSTEM_V1} USER: <image>\nWhat is in the image? ASSISTANT:"),
     ([_user("Answer with 1 digit: 3 + 4?")], True, f"{SYSTEM_V1} USER: Answer with 1 digit: 3 + 4? ASSISTANT:"),

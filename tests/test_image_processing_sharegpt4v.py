@@ -1,7 +1,7 @@
 """ShareGPT4VImageProcessor against an independent, step-by-step re-implementation of the original pipeline.
 
 `reference_pixel_values` below is written from the description of LLaVA-1.5's `expand2square` and
-transformers 4.31's `CLIPImageProcessor` (REFERENCE.md, "Image preprocessing"), in plain PIL + numpy,
+transformers 4.31's `CLIPImageProcessor` (docs/reference.md, "Image preprocessing"), in plain PIL + numpy,
 in float64, one step at a time. It shares no code with the processor.
 """
 
@@ -15,7 +15,7 @@ import PIL.ImageFile
 import PIL.ImageOps
 import pytest
 import torch
-from conftest import FIXTURE_IMAGES
+from conftest import FIXTURE_IMAGES, FIXTURE_PHOTOS
 
 from transformers_sharegpt4v.image_processing_sharegpt4v import CorruptImageError, ShareGPT4VImageProcessor
 
@@ -27,7 +27,7 @@ PHOTOS = sorted(FIXTURE_IMAGES.glob("*.jpg"))
 
 def test_fixture_photos_are_there():
     """The photo tests are parametrized over this folder: an empty glob must fail, not skip them."""
-    assert len(PHOTOS) >= 4, f"expected the fixture photos in {FIXTURE_IMAGES} (shared/ beside the repository)"
+    assert set(FIXTURE_PHOTOS) <= {path.name for path in PHOTOS}, f"expected the test photos in {FIXTURE_IMAGES}"
 
 
 def expand2square(image: PIL.Image.Image, background_color: tuple[int, int, int]) -> PIL.Image.Image:

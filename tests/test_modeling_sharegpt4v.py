@@ -39,8 +39,9 @@ def expand_sentinel(ids: list[int], n: int = 576) -> list[int]:
 
 
 def reference_logits(model: ShareGPT4VForCausalLM, ids: list[int], pixel_values: torch.Tensor) -> torch.Tensor:
-    """The original ShareGPT4V forward, written from REFERENCE.md with stock CLIP and Llama modules:
-    CLIP hidden_states[-2] without CLS -> Linear -> exact GELU -> Linear, spliced at the -200 sentinel."""
+    """The original ShareGPT4V forward, written from docs/reference.md ("Architecture") with stock CLIP and
+    Llama modules: CLIP hidden_states[-2] without CLS -> Linear -> exact GELU -> Linear, spliced at the -200
+    sentinel."""
     config = model.config
     sd = model.state_dict()
     clip = CLIPVisionModel(CLIPVisionConfig(**config.vision_config.to_dict())).eval()

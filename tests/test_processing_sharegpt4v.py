@@ -1,7 +1,7 @@
 """ShareGPT4VProcessor and its chat templates against an independent re-implementation of the original
 ShareGPT4V / LLaVA-1.5 tokenization and labels, written here on `sentencepiece` directly.
 
-The reference (REFERENCE.md "Prompts and labels"): the transformers-4.31 slow LLaMA tokenizer encodes every
+The reference (docs/reference.md, "Prompts and labels"): the transformers-4.31 slow LLaMA tokenizer encodes every
 stretch of text between special tokens with SentencePiece (dummy prefix "▁" each time), BOS first;
 `tokenizer_image_token` splits the prompt on "<image>", tokenizes each piece on its own, keeps BOS only once
 and puts the sentinel -200 between the pieces. `preprocess_v1` masks BOS and, per round (split on "</s>"),

@@ -95,7 +95,7 @@ def test_one_optimizer_step_changes_exactly_the_trainable_tensors(stage):
     report = apply_stage_policy(model, stage, vision_trainable_from_layer=1 if stage == "pretrain" else None)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
 
-    # Independent statement of the policy (REFERENCE.md "Training recipe"); the tiny ViT has 3 layers and
+    # Independent statement of the policy (docs/reference.md, "Training recipe"); the tiny ViT has 3 layers and
     # vision_feature_layer=-2 reads the output of layer 1, so layer 2 and post_layernorm never get a gradient.
     def expected_trainable(name: str) -> bool:
         if not name.startswith("model.vision_tower."):

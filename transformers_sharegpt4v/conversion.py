@@ -78,7 +78,7 @@ logger = logging.getLogger(__name__)
 TargetFormat = Literal["sharegpt4v", "llava-hf"]
 SourceFormat = Literal["original", "llava-hf", "sharegpt4v"]
 
-# The remote-code unit (DESIGN.md): copied into every plugin checkpoint.
+# The remote-code unit (README.md, "Architecture"): copied into every plugin checkpoint.
 REMOTE_CODE_FILES = (
     "configuration_sharegpt4v.py",
     "modeling_sharegpt4v.py",
@@ -90,7 +90,7 @@ PAD_TOKEN = "<pad>"
 VOCAB_MULTIPLE = 64
 DEFAULT_MAX_SHARD_SIZE = 5 * 1024**3
 
-# The projector of LLaVA-1.5 / ShareGPT4V: Linear -> GELU -> Linear (`mlp2x_gelu`, REFERENCE "Architecture").
+# The projector of LLaVA-1.5 / ShareGPT4V: Linear -> GELU -> Linear (`mlp2x_gelu`, docs/reference.md "Architecture").
 SUPPORTED_PROJECTOR = "mlp2x_gelu"
 # mm_vision_select_feature -> vision_feature_select_strategy: "patch" drops CLS, "cls_patch" keeps it.
 SELECT_FEATURE = {"patch": "default", "cls_patch": "full"}

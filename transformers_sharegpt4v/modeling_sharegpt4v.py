@@ -10,7 +10,7 @@ before prefill through `mm_encoder_outputs`. What ShareGPT4V adds is its own con
 released checkpoint, validated image geometry), the Auto-class wiring that makes every saved checkpoint
 loadable with `trust_remote_code=True`, and the attention backend choice.
 
-Original forward (ShareGPT4V / LLaVA-1.5, "Architecture" in REFERENCE.md):
+Original forward (ShareGPT4V / LLaVA-1.5, "Architecture" in docs/reference.md):
   CLIP ViT-L/14-336 hidden_states[-2] without CLS (576 x 1024) -> Linear -> GELU -> Linear ->
   features replace the `<image>` position -> Llama -> lm_head.
 """

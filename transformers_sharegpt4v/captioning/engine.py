@@ -40,7 +40,7 @@ __all__ = ["PRESETS", "CaptionEngine", "GenerationSettings", "resolve_dtype"]
 
 # preset -> (prompt, default max_new_tokens)
 PRESETS: dict[str, tuple[str, int]] = {
-    # Share-Captioner's prompt and its max length (REFERENCE.md, "Share-Captioner").
+    # Share-Captioner's prompt and its max length (docs/reference.md, "Share-Captioner").
     "detailed": ("Analyze the image in a comprehensive and detailed manner.", 500),
     # One of LLaVA's brief-description prompts; 128 is the evaluation budget for short answers.
     "short": ("Describe the image concisely.", 128),

@@ -1,6 +1,6 @@
 """One corpus record: the LLaVA/ShareGPT4V JSON form, its checks, and the TRL conversational form.
 
-LLaVA form (REFERENCE.md, "Corpora"):
+LLaVA form (docs/reference.md, "Corpora"):
     {"id": "...", "image": "coco/train2017/000000000009.jpg",
      "conversations": [{"from": "human", "value": "<image>\\n..."}, {"from": "gpt", "value": "..."}, ...]}
 TRL form (what `datasets` rows hold):

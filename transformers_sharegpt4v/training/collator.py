@@ -3,7 +3,7 @@
 Rows are the corpora's: `messages` (TRL's conversational format with `{"type": "image"}` parts), `images`
 (one image per image part, in order), optionally `id`. Each row is rendered with the stage's chat template
 and tokenized by `ShareGPT4VProcessor.build_labels`, which reproduces the original ShareGPT4V tokenization
-and labels ("Prompts and labels" in REFERENCE.md): vicuna_v1 supervises each answer and its `</s>`; plain
+and labels ("Prompts and labels" in docs/reference.md): vicuna_v1 supervises each answer and its `</s>`; plain
 the caption and its newline; never BOS, the system prompt, user turns, `ASSISTANT:` or image tokens.
 
 Truncation follows the original: `max_length` counts text tokens with each image as ONE token (the original

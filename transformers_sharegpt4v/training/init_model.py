@@ -1,6 +1,6 @@
 """`sharegpt4v init DST --vision VIT --llm LLM [--projector FILE]`: assemble a new plugin checkpoint.
 
-The real starting point of stage 1 ("Training recipe" in REFERENCE.md): a CLIP vision checkpoint
+The real starting point of stage 1 ("Training recipe" in docs/reference.md): a CLIP vision checkpoint
 (`openai/clip-vit-large-patch14-336`, or a `CLIPVisionModel` folder), a Llama/Vicuna checkpoint
 (`lmsys/vicuna-7b-v1.5`) and, optionally, LLaVA-1.5's pretrained projector (`mm_projector.bin` or
 `.safetensors`, keys `model.mm_projector.{0,2}.{weight,bias}`). The tokenizer gets the `<image>` token

@@ -26,7 +26,8 @@ from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
 from .trainable import STAGES
 
-# The chat template and image padding each stage uses when the recipe does not say (REFERENCE.md).
+# The chat template and image padding each stage uses when the recipe does not say (docs/reference.md,
+# "Training recipe").
 STAGE_TEMPLATES = {"pretrain": "plain", "finetune": "vicuna_v1", "captioner": "vicuna_v1"}
 STAGE_PAD_TO_SQUARE = {"pretrain": False, "finetune": True, "captioner": True}
 

@@ -1,4 +1,4 @@
-"""Which parameters each ShareGPT4V stage trains ("Training recipe" in REFERENCE.md).
+"""Which parameters each ShareGPT4V stage trains ("Training recipe" in docs/reference.md).
 
 - `pretrain` (stage 1): the whole LLM (embeddings, decoder, norm, `lm_head`), the projector, and the vision
   encoder layers with index >= `vision_trainable_from_layer` (12 for ViT-L/14: its second half). The vision
