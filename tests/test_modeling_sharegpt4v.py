@@ -157,6 +157,18 @@ def test_config_refuses_bad_vision_feature_layers(layers, message):
         ShareGPT4VConfig(vision_feature_layer=layers)
 
 
+def test_config_ties_embeddings_when_the_text_config_does():
+    """As LlavaConfig: a llava-hf config of an LLM with tied embeddings says so only in text_config."""
+    text = dict(tiny_config_kwargs()["text_config"], tie_word_embeddings=True)
+    for tie in (True, False):
+        kwargs = tiny_config_kwargs(text_config=dict(text, tie_word_embeddings=tie))
+        llava = LlavaConfig(**dict(kwargs, image_token_index=kwargs.pop("image_token_id")))
+        config = ShareGPT4VConfig(**kwargs)
+        assert config.tie_word_embeddings is llava.tie_word_embeddings is tie
+        model = ShareGPT4VForCausalLM(config)
+        assert (model.lm_head.weight is model.get_input_embeddings().weight) is tie
+
+
 def test_config_image_seq_length_must_be_an_int():
     with pytest.raises(ValueError, match="image_seq_length must be an int, got '576'"):
         ShareGPT4VConfig(image_seq_length="576")

@@ -46,6 +46,8 @@ class ShareGPT4VConfig(PreTrainedConfig):
         vision_feature_layer: hidden state of the vision tower fed to the projector (-2: the penultimate), or a
             list of them, concatenated along the features as Llava does (the projector's input grows with it).
         multimodal_projector_bias: whether the projector's linear layers have a bias (True in the original).
+        tie_word_embeddings: share `lm_head` with the input embeddings (False in the original); as in Llava, True
+            also when `text_config` ties them.
 
     Example:
         >>> from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM
@@ -98,6 +100,10 @@ class ShareGPT4VConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         if getattr(self, "auto_map", None) is None:
             self.auto_map = dict(MODEL_AUTO_MAP)
+        # As LlavaConfig: a text config that ties its embeddings ties the model's (llava-hf configs of such LLMs
+        # say so only there, and their checkpoints have no lm_head.weight).
+        if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
+            self.tie_word_embeddings = True
         if isinstance(self.vision_feature_layer, tuple):  # saved as a JSON list: keep the round trip equal
             self.vision_feature_layer = list(self.vision_feature_layer)
         self.validate_image_geometry()
