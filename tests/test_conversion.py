@@ -508,6 +508,20 @@ def test_released_checkpoint_to_llava_hf_matches_original(released, tmp_path):
     assert processor.tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [IMAGE_ID, PAD_ID]
 
 
+@pytest.mark.parametrize("aspect", ["pad", "square"])
+def test_llava_hf_export_config_says_how_images_are_padded(spm_model_file, tmp_path, aspect):
+    """SGLang pads only if config.json says image_aspect_ratio "pad"; vLLM reads the processor's do_pad: the
+    export states the source's setting in both places, and transformers still loads it."""
+    llm_dir, _ = write_released_checkpoint(tmp_path / "src", spm_model_file, image_aspect_ratio=aspect)
+    out = convert_checkpoint(llm_dir, tmp_path / "hf", to="llava-hf")
+    assert json.loads((out / "config.json").read_text())["image_aspect_ratio"] == aspect
+    assert json.loads((out / "preprocessor_config.json").read_text())["do_pad"] is (aspect == "pad")
+    assert LlavaProcessor.from_pretrained(out).image_processor.do_pad is (aspect == "pad")
+    model, info = LlavaForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not any(info.values()), info
+    assert model.config.image_aspect_ratio == aspect
+
+
 def test_released_conversion_vocab_tokenizer_and_files(released, converted_original, spm_model_file):
     import sentencepiece as spm
 

@@ -1006,6 +1006,10 @@ def convert_checkpoint(
         name_for_target = to_llava_hf_key if to == "llava-hf" else (lambda key: key)
         weight_map, total = _stream_weights(plan, expected, work, target_dtype, int(max_shard_size), name_for_target)
         out_config = llava_config_from_plugin(plan.config) if to == "llava-hf" else plan.config
+        if to == "llava-hf":
+            # SGLang pads a llava-hf checkpoint's images to square only when config.json says "pad" (vLLM reads
+            # do_pad from the processor, saved below from the same setting); "square" is LLaVA's "no padding".
+            out_config.image_aspect_ratio = "pad" if plan.image_processor_kwargs.get("do_pad") else "square"
         if to == "sharegpt4v":
             out_config.architectures = ["ShareGPT4VForCausalLM"]
         out_config.dtype = stored_dtype
