@@ -509,6 +509,20 @@ def test_released_checkpoint_to_llava_hf_matches_original(released, tmp_path):
     assert processor.tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [IMAGE_ID, PAD_ID]
 
 
+@pytest.mark.parametrize("aspect", ["pad", "square"])
+def test_llava_hf_export_config_says_how_images_are_padded(spm_model_file, tmp_path, aspect):
+    """SGLang pads only if config.json says image_aspect_ratio "pad"; vLLM reads the processor's do_pad: the
+    export states the source's setting in both places, and transformers still loads it."""
+    llm_dir, _ = write_released_checkpoint(tmp_path / "src", spm_model_file, image_aspect_ratio=aspect)
+    out = convert_checkpoint(llm_dir, tmp_path / "hf", to="llava-hf")
+    assert json.loads((out / "config.json").read_text())["image_aspect_ratio"] == aspect
+    assert json.loads((out / "preprocessor_config.json").read_text())["do_pad"] is (aspect == "pad")
+    assert LlavaProcessor.from_pretrained(out).image_processor.do_pad is (aspect == "pad")
+    model, info = LlavaForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not any(info.values()), info
+    assert model.config.image_aspect_ratio == aspect
+
+
 def test_released_conversion_vocab_tokenizer_and_files(released, converted_original, spm_model_file):
     import sentencepiece as spm
 
@@ -695,6 +709,42 @@ def test_llava_15_layout_with_safetensors_and_full_clip_tower_gives_the_same_wei
     expected, got = all_tensors(converted_original), all_tensors(out)
     assert set(got) == set(expected)
     assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_vision_tower_saved_by_todays_clip_vision_model_converts_like_the_released_layout(
+    released, converted_original, tmp_path
+):
+    """transformers >= 5.24 saves a CLIPVisionModel without the `vision_model.` prefix that the released
+    Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12 (and the fixture) has: both layouts give the same weights."""
+    llm_dir, vit_dir = released
+    old = torch.load(vit_dir / "pytorch_model.bin", weights_only=True)
+    assert all(key.startswith("vision_model.") for key in old)
+    # Built fresh: a model loaded from the old layout would be saved back in that layout.
+    model = CLIPVisionModel(CLIPVisionConfig.from_pretrained(vit_dir))
+    model.load_state_dict({key[len("vision_model.") :]: value for key, value in old.items()})
+    resaved = tmp_path / "vit-resaved"
+    model.save_pretrained(resaved)
+    shutil.copy(vit_dir / "preprocessor_config.json", resaved)
+    with safe_open(resaved / "model.safetensors", framework="pt") as handle:
+        new_keys = set(handle.keys())
+    assert "embeddings.class_embedding" in new_keys and not any(k.startswith("vision_model.") for k in new_keys)
+
+    out = tmp_path / "out"
+    assert cli_main(["convert", str(llm_dir), str(out), "--vision-tower", str(resaved)]) == 0
+    expected, got = all_tensors(converted_original), all_tensors(out)
+    assert set(got) == set(expected)
+    assert all(torch.equal(got[k], expected[k]) for k in expected)
+
+
+def test_vision_tower_with_unknown_weights_is_refused(released, tmp_path):
+    llm_dir, vit_dir = released
+    vit = tmp_path / "vit"
+    shutil.copytree(vit_dir, vit)
+    state = torch.load(vit / "pytorch_model.bin", weights_only=True)
+    state["adapter.weight"] = torch.zeros(2)
+    torch.save(state, vit / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="unexpected weight 'adapter.weight' in the vision tower"):
+        convert_checkpoint(llm_dir, tmp_path / "out", vision_tower=vit)
 
 
 def test_vision_tower_saved_inside_the_llm_checkpoint_is_used(released, tmp_path):

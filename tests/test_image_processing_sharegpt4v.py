@@ -5,8 +5,16 @@ transformers 4.31's `CLIPImageProcessor` (docs/reference.md, "Image preprocessin
 in float64, one step at a time. It shares no code with the processor.
 """
 
+import base64
+import functools
+import http.server
 import io
 import json
+import re
+import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +25,12 @@ import pytest
 import torch
 from conftest import FIXTURE_IMAGES, FIXTURE_PHOTOS
 
-from transformers_sharegpt4v.image_processing_sharegpt4v import CorruptImageError, ShareGPT4VImageProcessor
+from transformers_sharegpt4v.image_processing_sharegpt4v import (
+    CorruptImageError,
+    ShareGPT4VImageProcessor,
+    load_image_source,
+    load_image_url,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -437,3 +450,167 @@ def test_in_memory_jpeg_bytes_are_not_accepted_silently(processor):
     PIL.Image.new("RGB", (4, 4)).save(buffer, "JPEG")
     with pytest.raises(TypeError, match="file paths"):
         processor(buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Image URLs, data URIs and base64 text (what transformers' `load_image` takes), from a local HTTP server
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _ImageHandler(http.server.SimpleHTTPRequestHandler):
+    """Serves the server's folder, plus /status/<code>, /redirect/<name>, /slow and /cut (a body shorter than
+    its Content-Length)."""
+
+    def do_GET(self):
+        if self.path.startswith("/status/"):
+            self.send_error(int(self.path.rsplit("/", 1)[1]))
+        elif self.path.startswith("/redirect/"):
+            self.send_response(302)
+            self.send_header("Location", "/" + self.path.rsplit("/", 1)[1])
+            self.end_headers()
+        elif self.path == "/slow":
+            time.sleep(2)
+            try:
+                self.send_error(404)
+            except OSError:
+                pass  # the client gave up waiting, as intended
+        elif self.path == "/cut":
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(PHOTOS[0].read_bytes()[:1000])
+        else:
+            super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def image_server(tmp_path_factory):
+    """(base URL, served folder): a threaded HTTP server on 127.0.0.1 serving a few images."""
+    folder = tmp_path_factory.mktemp("served")
+    shutil.copy(PHOTOS[0], folder / "photo.jpg")
+    PIL.Image.fromarray(random_pixels(30, 50, 4, seed=21)).save(folder / "transparent.png")
+    exif = PIL.Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    PIL.Image.fromarray(random_pixels(60, 200, 3, seed=22)).save(folder / "rotated.jpg", exif=exif, quality=95)
+    (folder / "truncated.jpg").write_bytes(PHOTOS[0].read_bytes()[:5000])
+    (folder / "page.html").write_text("<html>not an image</html>")
+    handler = functools.partial(_ImageHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", folder
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _no_proxy_for_localhost(monkeypatch):
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
+
+
+@pytest.mark.parametrize("name", ["photo.jpg", "transparent.png", "redirect/photo.jpg"])
+def test_image_urls_load_like_transformers_load_image(processor, image_server, name):
+    """A URL gives the pixels of transformers' `load_image(url)` (which downloads and decodes on its own; both
+    drop alpha), and the processor's output equals that of the local file."""
+    from transformers.image_utils import load_image
+
+    base, folder = image_server
+    url = f"{base}/{name}"
+    ours = load_image_source(url)
+    assert np.array_equal(np.asarray(ours.convert("RGB")), np.asarray(load_image(url)))
+    local = folder / name.rsplit("/", 1)[-1]
+    for images in (url, [url], [[url]]):
+        expected = processor(str(local), return_tensors="np")["pixel_values"]
+        assert np.array_equal(processor(images, return_tensors="np")["pixel_values"].reshape(expected.shape), expected)
+    assert np.array_equal(processor(load_image(url), return_tensors="np")["pixel_values"], expected)
+    assert processor.fetch_images([url])[0].tobytes() == ours.tobytes()
+
+
+def test_image_url_is_decoded_as_the_original_did(processor, image_server):
+    """No EXIF rotation for URLs either (transformers' `load_image` rotates): the pixels of the local file."""
+    from transformers.image_utils import load_image
+
+    base, folder = image_server
+    ours = processor(f"{base}/rotated.jpg", return_tensors="np")["pixel_values"][0]
+    assert np.abs(ours - reference_pixel_values(PIL.Image.open(folder / "rotated.jpg"), do_pad=True)).max() < TOLERANCE
+    assert load_image(f"{base}/rotated.jpg").size == (60, 200)  # rotated by transformers
+    assert load_image_source(f"{base}/rotated.jpg").size == (200, 60)
+
+
+def test_image_url_failures_name_the_url(processor, image_server):
+    base, _ = image_server
+    cases = [
+        ("status/404", FileNotFoundError, "HTTP 404"),
+        ("missing.jpg", FileNotFoundError, "HTTP 404"),
+        ("status/503", ConnectionError, "HTTP 503"),
+        ("truncated.jpg", CorruptImageError, "truncated or corrupt|corrupt or"),
+        ("page.html", CorruptImageError, "not an image"),
+        ("cut", ConnectionError, "IncompleteRead"),
+    ]
+    for name, error, message in cases:
+        url = f"{base}/{name}"
+        with pytest.raises(error, match=message) as raised:
+            processor(url)
+        assert url in str(raised.value), name
+    with pytest.raises(ConnectionError, match=f"{base}/slow.*timed out"):
+        load_image_url(f"{base}/slow", timeout=0.5)
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/photo.jpg"
+    with pytest.raises(ConnectionError, match=re.escape(url)):
+        processor(url)
+
+
+def test_data_uris_and_base64_text_load_like_transformers_load_image(processor):
+    from transformers.image_utils import load_image
+
+    data = PHOTOS[1].read_bytes()
+    text = base64.b64encode(data).decode()
+    expected = processor(PHOTOS[1], return_tensors="np")["pixel_values"]
+    for source in (f"data:image/jpeg;base64,{text}", text):
+        assert np.array_equal(np.asarray(load_image_source(source)), np.asarray(load_image(source)))
+        assert np.array_equal(processor(source, return_tensors="np")["pixel_values"], expected)
+    with pytest.raises(CorruptImageError, match="data URI"):
+        processor("data:image/jpeg;base64,@@@")
+    with pytest.raises(CorruptImageError, match="data URI .* truncated"):
+        processor("data:image/jpeg;base64," + base64.b64encode(data[: len(data) // 2]).decode())
+    with pytest.raises(FileNotFoundError, match="abcd"):  # valid base64, but no image: a missing file
+        processor("abcd")
+
+
+def test_chat_message_image_urls(llama_tokenizer_dir, image_server):
+    """`{"type": "image", "url": ...}` (and OpenAI's `image_url`, data URIs, `base64`) in a chat message load
+    the image, as with LlavaProcessor; pixels equal the image processor's on transformers' `load_image`."""
+    from transformers import LlamaTokenizer
+    from transformers.image_utils import load_image
+
+    from transformers_sharegpt4v import ShareGPT4VProcessor
+
+    tokenizer = LlamaTokenizer.from_pretrained(llama_tokenizer_dir)
+    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
+    processor = ShareGPT4VProcessor(ShareGPT4VImageProcessor(), tokenizer)
+    base, folder = image_server
+    url = f"{base}/photo.jpg"
+    encoded = base64.b64encode((folder / "photo.jpg").read_bytes()).decode()
+    expected = processor.image_processor(load_image(url), return_tensors="pt")["pixel_values"]
+    for block in (
+        {"type": "image", "url": url},
+        {"type": "image_url", "image_url": {"url": url}},
+        {"type": "image", "url": f"data:image/jpeg;base64,{encoded}"},
+        {"type": "image", "base64": encoded},
+    ):
+        messages = [{"role": "user", "content": [block, {"type": "text", "text": "What is in the image?"}]}]
+        out = processor.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt"
+        )
+        assert torch.equal(out["pixel_values"], expected), block
+        assert (out["input_ids"][0] == processor.image_token_id).sum() == 576
+    with pytest.raises(FileNotFoundError, match=re.escape(f"{base}/nothing.jpg")):
+        messages = [{"role": "user", "content": [{"type": "image", "url": f"{base}/nothing.jpg"}]}]
+        processor.apply_chat_template(messages, tokenize=True)

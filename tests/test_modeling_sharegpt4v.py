@@ -1,12 +1,14 @@
 """ShareGPT4VConfig / ShareGPT4VModel / ShareGPT4VForCausalLM against an independent re-implementation of
 the original forward, plus the Auto classes, remote code, attention backends and generation."""
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_config_kwargs
 from no_plugin import run_without_plugin
 from transformers import (
     AutoConfig,
@@ -17,6 +19,8 @@ from transformers import (
     CLIPVisionModel,
     LlamaConfig,
     LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
 )
 
 import transformers_sharegpt4v
@@ -38,10 +42,13 @@ def expand_sentinel(ids: list[int], n: int = 576) -> list[int]:
     return out
 
 
-def reference_logits(model: ShareGPT4VForCausalLM, ids: list[int], pixel_values: torch.Tensor) -> torch.Tensor:
+def reference_logits(
+    model: ShareGPT4VForCausalLM, ids: list[int], pixel_values: torch.Tensor, layers: tuple[int, ...] = (-2,)
+) -> torch.Tensor:
     """The original ShareGPT4V forward, written from docs/reference.md ("Architecture") with stock CLIP and
-    Llama modules: CLIP hidden_states[-2] without CLS -> Linear -> exact GELU -> Linear, spliced at the -200
-    sentinel."""
+    Llama modules:
+    CLIP hidden_states[-2] without CLS -> Linear -> exact GELU -> Linear, spliced at the -200 sentinel.
+    Several `layers`: their hidden states (each without CLS) concatenated along the features, as Llava does."""
     config = model.config
     sd = model.state_dict()
     clip = CLIPVisionModel(CLIPVisionConfig(**config.vision_config.to_dict())).eval()
@@ -55,7 +62,8 @@ def reference_logits(model: ShareGPT4VForCausalLM, ids: list[int], pixel_values:
     llama_sd["lm_head.weight"] = sd["lm_head.weight"]
     llama.load_state_dict(llama_sd)
     with torch.no_grad():
-        feats = clip(pixel_values, output_hidden_states=True).hidden_states[-2][:, 1:]
+        hidden_states = clip(pixel_values, output_hidden_states=True).hidden_states
+        feats = torch.cat([hidden_states[layer][:, 1:] for layer in layers], dim=-1)
         p = "model.multi_modal_projector."
         feats = F.linear(feats, sd[p + "linear_1.weight"], sd[p + "linear_1.bias"])
         feats = F.linear(F.gelu(feats), sd[p + "linear_2.weight"], sd[p + "linear_2.bias"])
@@ -101,6 +109,95 @@ def test_config_validates_image_geometry():
         ShareGPT4VConfig(vision_feature_layer=0)
     with pytest.raises(ValueError, match="vision_feature_layer=-30 is out of range"):
         ShareGPT4VConfig(vision_feature_layer=-30)
+
+
+def test_config_takes_llavas_image_token_index(tmp_path):
+    """LlavaConfig's field is `image_token_index` (with `image_token_id` as an alias): both names mean the
+    one field here too, as keyword, attribute and config.json key."""
+    for name in ("image_token_index", "image_token_id"):
+        config, llava = ShareGPT4VConfig(**{name: 5}), LlavaConfig(**{name: 5})
+        assert (config.image_token_id, config.image_token_index) == (llava.image_token_id, llava.image_token_index)
+        assert config.image_token_id == 5
+    config.image_token_index = 7
+    assert config.image_token_id == 7 and config.to_dict()["image_token_id"] == 7
+    config.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["image_token_index"] = saved.pop("image_token_id") + 1  # a config.json written with Llava's name
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert ShareGPT4VConfig.from_pretrained(tmp_path).image_token_id == 8
+
+
+@pytest.mark.parametrize("layers", [[-2, -1], [0, -2], [-1], (3, 1)])
+def test_config_takes_a_list_of_vision_feature_layers(tmp_path, layers):
+    config = ShareGPT4VConfig(vision_feature_layer=layers)
+    assert (
+        config.vision_feature_layer
+        == list(layers)
+        == LlavaConfig(vision_feature_layer=list(layers)).vision_feature_layer
+    )
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert loaded.vision_feature_layer == list(layers) and loaded.to_dict() == dict(
+        config.to_dict(), _name_or_path=str(tmp_path)
+    )
+
+
+@pytest.mark.parametrize(
+    "layers, message",
+    [
+        ([], "non-empty list"),
+        ("-2", "non-empty list"),
+        ([-2, "x"], "non-empty list"),
+        (True, "non-empty list"),
+        ([-2, -26], r"vision_feature_layer=\[-2, -26\] is out of range .* 24 layers"),
+        ([25], "out of range"),
+    ],
+)
+def test_config_refuses_bad_vision_feature_layers(layers, message):
+    with pytest.raises(ValueError, match=message):
+        ShareGPT4VConfig(vision_feature_layer=layers)
+
+
+def test_config_ties_embeddings_when_the_text_config_does():
+    """As LlavaConfig: a llava-hf config of an LLM with tied embeddings says so only in text_config."""
+    text = dict(tiny_config_kwargs()["text_config"], tie_word_embeddings=True)
+    for tie in (True, False):
+        kwargs = tiny_config_kwargs(text_config=dict(text, tie_word_embeddings=tie))
+        llava = LlavaConfig(**dict(kwargs, image_token_index=kwargs.pop("image_token_id")))
+        config = ShareGPT4VConfig(**kwargs)
+        assert config.tie_word_embeddings is llava.tie_word_embeddings is tie
+        model = ShareGPT4VForCausalLM(config)
+        assert (model.lm_head.weight is model.get_input_embeddings().weight) is tie
+
+
+def test_config_image_seq_length_must_be_an_int():
+    with pytest.raises(ValueError, match="image_seq_length must be an int, got '576'"):
+        ShareGPT4VConfig(image_seq_length="576")
+
+
+@pytest.mark.parametrize("layers", [[-2, -1], [0, -2], [-1]])
+def test_several_vision_feature_layers_match_llava_and_the_reference(layers):
+    """As transformers' Llava: the hidden states of every listed layer, each without CLS, concatenated; the
+    projector's input is hidden_size x the number of layers. Checked against Llava with the same weights and
+    against the stock-CLIP reference forward."""
+    kwargs = tiny_config_kwargs(vision_feature_layer=layers)
+    torch.manual_seed(0)
+    model = ShareGPT4VForCausalLM(ShareGPT4VConfig(**kwargs)).eval()
+    assert model.model.multi_modal_projector.linear_1.in_features == 32 * len(layers)
+    llava = LlavaForConditionalGeneration(LlavaConfig(**dict(kwargs, image_token_index=kwargs.pop("image_token_id"))))
+    llava.load_state_dict(model.state_dict())
+    ids = [1, 5, SENTINEL, 42, 9]
+    pixel_values = torch.randn(1, 3, 336, 336, generator=torch.Generator().manual_seed(3))
+    input_ids = torch.tensor([expand_sentinel(ids)])
+    with torch.no_grad():
+        got = model(input_ids=input_ids, pixel_values=pixel_values).logits
+        assert torch.equal(got, llava.eval()(input_ids=input_ids, pixel_values=pixel_values).logits)
+        kwargs = dict(
+            input_ids=input_ids, pixel_values=pixel_values, max_new_tokens=4, do_sample=False, pad_token_id=0
+        )
+        assert model.generate(**kwargs).tolist() == llava.generate(**kwargs).tolist()
+    expected = reference_logits(model, ids, pixel_values, layers=tuple(layers))
+    assert (got[0] - expected).abs().max().item() < 1e-5
 
 
 def test_config_round_trip(tmp_path, tiny_config):

@@ -345,15 +345,25 @@ def rename_original_llm_key(key: str) -> str | None:
     raise ValueError(f"unexpected weight {key!r} in the LLM checkpoint (not a LLaMA or mm_projector weight).")
 
 
+# CLIPVisionModel's own modules. transformers >= 5.24 saves them as they are (`embeddings.*`, ...); older
+# versions (and the released ShareGPT4V vision towers) under a `vision_model.` prefix.
+CLIP_VISION_MODULES = ("embeddings.", "pre_layrnorm.", "encoder.", "post_layernorm.")
+
+
 def rename_vision_tower_key(key: str) -> str | None:
-    """Key of a CLIP checkpoint (CLIPVisionModel or full CLIPModel) -> plugin key (None: not needed)."""
-    if key.startswith("vision_model."):
-        if key.endswith("position_ids"):
-            return DROP
-        return "model.vision_tower." + key[len("vision_model.") :]
+    """Key of a CLIP checkpoint (CLIPVisionModel of any transformers version, or a full CLIPModel) -> plugin key
+    (None: not needed)."""
     if key.startswith(("text_model.", "visual_projection.", "text_projection.")) or key == "logit_scale":
         return DROP  # the text half of a full CLIPModel (e.g. openai/clip-vit-large-patch14-336)
-    raise ValueError(f"unexpected weight {key!r} in the vision tower checkpoint (expected vision_model.*).")
+    name = key[len("vision_model.") :] if key.startswith("vision_model.") else key
+    if not name.startswith(CLIP_VISION_MODULES):
+        raise ValueError(
+            f"unexpected weight {key!r} in the vision tower checkpoint (expected CLIP vision weights: "
+            "vision_model.*, or embeddings.* / encoder.* / pre_layrnorm.* / post_layernorm.*)."
+        )
+    if name.endswith("position_ids"):
+        return DROP
+    return "model.vision_tower." + name
 
 
 def rename_llava_key(key: str) -> str | None:
@@ -1041,6 +1051,10 @@ def convert_checkpoint(
         name_for_target = to_llava_hf_key if to == "llava-hf" else (lambda key: key)
         weight_map, total = _stream_weights(plan, expected, work, target_dtype, int(max_shard_size), name_for_target)
         out_config = llava_config_from_plugin(plan.config) if to == "llava-hf" else plan.config
+        if to == "llava-hf":
+            # SGLang pads a llava-hf checkpoint's images to square only when config.json says "pad" (vLLM reads
+            # do_pad from the processor, saved below from the same setting); "square" is LLaVA's "no padding".
+            out_config.image_aspect_ratio = "pad" if plan.image_processor_kwargs.get("do_pad") else "square"
         if to == "sharegpt4v":
             out_config.architectures = ["ShareGPT4VForCausalLM"]
         out_config.dtype = stored_dtype

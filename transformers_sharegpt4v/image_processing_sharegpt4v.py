@@ -6,7 +6,9 @@ The released ShareGPT4V models saw images prepared like this (LLaVA-1.5 `image_a
 transformers 4.31's `CLIPImageProcessor`):
 
 1. open the file with PIL and `convert("RGB")`: alpha is dropped, NOT composited onto white (current
-   transformers composites, which changes the pixels of every transparent image); no EXIF rotation;
+   transformers composites, which changes the pixels of every transparent image); no EXIF rotation
+   (images given by http(s) URL, data URI or base64, as transformers' `load_image` takes them, are decoded
+   the same way);
 2. (stage 2 and inference, `do_pad=True`) paste the image centred, at ((S-W)//2, (S-H)//2), on an SxS
    canvas, S = the long side, filled with the mean colour as integers (122, 116, 104);
 3. resize so the short side is 336 (long side int(336 * long / short)) with PIL bicubic;
@@ -20,10 +22,15 @@ straight out of PIL and applies one fused multiply-subtract per plane, x * (resc
 mean / std with float32 constants, into one preallocated batch buffer (within 3e-7 of the float64 result).
 """
 
+import base64
+import binascii
 import functools
+import http.client
 import io
 import os
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -162,6 +169,73 @@ def load_image_bytes(data: bytes, name: str) -> PIL.Image.Image:
     return _open_strictly(io.BytesIO(data), name, f"the image bytes of {name!r}", "They are corrupt or not an image.")
 
 
+# Seconds to wait for an image URL to answer (transformers' `load_image` waits forever by default).
+URL_TIMEOUT = 60.0
+
+
+def load_image_url(url: str, timeout: float | None = URL_TIMEOUT) -> PIL.Image.Image:
+    """Download an http(s) image and decode it strictly, as `load_image_file` does (no EXIF rotation).
+
+    Errors name the URL: `FileNotFoundError` for HTTP 404/410, `ConnectionError` for any other failure to
+    download (HTTP error, unreachable host, timeout, cut-off transfer), `CorruptImageError` if the bytes are
+    not a complete image.
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": f"transformers/{transformers.__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            data = response.read()
+    except urllib.error.HTTPError as error:
+        status = f"HTTP {error.code} {error.reason}"
+        if error.code in (404, 410):
+            raise FileNotFoundError(f"Image URL not found: {url!r} ({status}). Check the URL.") from error
+        raise ConnectionError(f"Cannot download image {url!r}: {status}.") from error
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise ConnectionError(
+            f"Cannot download image {url!r} ({type(error).__name__}: {reason}). Check the URL and the network."
+        ) from error
+    return _open_strictly(
+        io.BytesIO(data), url, f"the image downloaded from {url!r}", "It is not an image (or arrived incomplete)."
+    )
+
+
+def _base64_image(text: str) -> bytes | None:
+    """The bytes of a data URI ("data:image/...;base64,...") or of plain base64 text, None if it is neither."""
+    if text.startswith("data:"):
+        header, _, text = text.partition(",")
+        if not header.endswith(";base64"):
+            return None
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def load_image_source(source: str | os.PathLike, timeout: float | None = URL_TIMEOUT) -> PIL.Image.Image:
+    """What transformers' `load_image` takes (http(s) URL, file path, data URI or base64 text), decoded strictly.
+
+    Decoding is this module's (no EXIF rotation, truncation is an error), not `load_image`'s. A string that is
+    neither a URL, an existing file nor base64 image data raises `FileNotFoundError` naming it.
+    """
+    if isinstance(source, str) and source.startswith(("http://", "https://")):
+        return load_image_url(source, timeout=timeout)
+    if isinstance(source, str) and not os.path.isfile(source):
+        data = _base64_image(source)
+        if source.startswith("data:"):
+            name = f"data URI ({source.partition(',')[0][:64]}, {len(source)} characters)"
+            if data is None:
+                raise CorruptImageError(f"Cannot read the {name}: expected 'data:image/...;base64,' and base64 data.")
+            return load_image_bytes(data, name)
+        if data:  # base64 text (a chat message's {"type": "image", "base64": ...}) if it holds an image
+            try:
+                image = PIL.Image.open(io.BytesIO(data))
+            except (OSError, SyntaxError, ValueError, EOFError):
+                image = None  # not image data: report the missing file below
+            if image is not None:
+                return _decode_strictly(image, f"base64 text ({len(source)} characters)")
+    return load_image_file(source)
+
+
 def _open_strictly(source: Any, name: str, what: str, advice: str) -> PIL.Image.Image:
     """`PIL.Image.open(source)` and a strict decode; failing to open raises `CorruptImageError` saying `what`
     could not be opened and `advice`."""
@@ -241,7 +315,8 @@ class ShareGPT4VImageProcessor(PilBackend):
             If False, images must already be RGB.
 
     Inputs: PIL images, uint8 numpy arrays (HWC, HW or CHW), torch tensors (CHW or HWC; float in [0, 1]
-    is scaled by 255 and rounded), file paths (`str` / `Path`), or (nested) lists of these.
+    is scaled by 255 and rounded), file paths (`str` / `Path`), http(s) URLs, data URIs or base64 text (as
+    transformers' `load_image` takes them), or (nested) lists of these.
     Returns `pixel_values`: (N, 3, 336, 336) float32.
 
     Example:
@@ -265,11 +340,12 @@ class ShareGPT4VImageProcessor(PilBackend):
     do_convert_rgb = True
 
     def fetch_images(self, images: Any) -> Any:
-        """Load file paths (strictly, no EXIF rotation, as the original); leave other images untouched."""
+        """Load file paths, http(s) URLs, data URIs and base64 text (strictly, no EXIF rotation, as the
+        original); leave other images untouched."""
         if isinstance(images, (list, tuple)):
             return [self.fetch_images(image) for image in images]
         if isinstance(images, (str, Path)):
-            return load_image_file(images)
+            return load_image_source(images)
         return images
 
     @staticmethod
@@ -298,7 +374,7 @@ class ShareGPT4VImageProcessor(PilBackend):
     ) -> PIL.Image.Image:
         """One input image -> PIL RGB image exactly as the original pipeline saw it."""
         if isinstance(image, (str, Path)):
-            image = load_image_file(image)
+            image = load_image_source(image)
         elif isinstance(image, PIL.Image.Image):
             image = _decode_strictly(image, getattr(image, "filename", None) or "<in-memory image>")
         else:
@@ -443,4 +519,11 @@ class ShareGPT4VImageProcessor(PilBackend):
 
 ShareGPT4VImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = ["CorruptImageError", "ShareGPT4VImageProcessor", "load_image_bytes", "load_image_file"]
+__all__ = [
+    "CorruptImageError",
+    "ShareGPT4VImageProcessor",
+    "load_image_bytes",
+    "load_image_file",
+    "load_image_source",
+    "load_image_url",
+]
