@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from .build import DATA_DIR, REPORT_FILE, corpus_features, open_parquet_writer, read_report
 from .card import render_dataset_card
 
@@ -60,11 +61,11 @@ def push_corpus(
     output_dir = Path(output_dir)
     report = read_report(output_dir)
     if report is None:
-        raise ValueError(f"{output_dir} has no {REPORT_FILE}: build it first with `sharegpt4v data build`.")
+        raise UsageError(f"{output_dir} has no {REPORT_FILE}: build it first with `sharegpt4v data build`.")
     shards = [output_dir / name for name in report["shards"]]
     missing = [str(path) for path in shards if not path.is_file()]
     if missing:
-        raise ValueError(f"{output_dir} is incomplete: shard(s) {missing} are missing; rebuild the corpus.")
+        raise UsageError(f"{output_dir} is incomplete: shard(s) {missing} are missing; rebuild the corpus.")
 
     staging = output_dir / ".hub-upload"
     try:

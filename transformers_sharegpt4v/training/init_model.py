@@ -17,9 +17,12 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from ..errors import MissingFileError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +38,19 @@ def _json_overrides(text: str | None, flag: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text() if path.suffix == ".json" and path.is_file() else text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{flag} must be a JSON object or a .json file, got {text!r}: {error}") from error
+        raise UsageError(f"{flag} must be a JSON object or a .json file, got {text!r}: {error}") from error
     if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object (key -> value), got {type(value).__name__}.")
+        raise UsageError(f"{flag} must be a JSON object (key -> value), got {type(value).__name__}.")
     return value
 
 
 def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a LLaVA-1.5 `mm_projector.bin`/`.safetensors` into `multi_modal_projector` keys (`linear_{1,2}`)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Projector file not found: {str(path)!r}.")
+        raise MissingFileError(f"Projector file not found: {str(path)!r}.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -58,7 +63,7 @@ def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
         index, _, kind = tail.partition(".")
         target = {"0": "linear_1", "2": "linear_2", "linear_1": "linear_1", "linear_2": "linear_2"}.get(index)
         if target is None or kind not in ("weight", "bias"):
-            raise ValueError(
+            raise UsageError(
                 f"Unexpected key {key!r} in projector file {str(path)!r}: expected mm_projector.{{0,2}}.{{weight,bias}} "
                 "(LLaVA-1.5 mlp2x_gelu)."
             )
@@ -77,6 +82,7 @@ def init_checkpoint(
     seed: int = 0,
 ) -> Path:
     """Build a `ShareGPT4VForCausalLM` from a CLIP and a Llama checkpoint, save it with its processor and code."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
     from ..configuration_sharegpt4v import ShareGPT4VConfig
@@ -118,7 +124,7 @@ def init_checkpoint(
         expected = {k: tuple(v.shape) for k, v in model.model.multi_modal_projector.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state.items()}
         if expected != found:
-            raise ValueError(
+            raise UsageError(
                 f"Projector {projector!r} does not fit: it has {found}, the model needs {expected} (vision hidden "
                 f"{vision_config.hidden_size} -> text hidden {text_config.hidden_size})."
             )
@@ -151,6 +157,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     output = init_checkpoint(
         args.output_dir,
         vision=args.vision,
