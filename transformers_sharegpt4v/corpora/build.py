@@ -277,20 +277,21 @@ def _commit(staging: Path, output_dir: Path) -> None:
 def _nothing_usable(json_files: Sequence, builder: _Builder, image_root: str | os.PathLike) -> UsageError:
     names = ", ".join(str(path) for path in json_files)
     if builder.records_read == 0:
-        return UsageError(f"{names} hold(s) no records (an empty JSON list): nothing to build.")
+        return UsageError(f"{names}: the JSON list is empty, so there is nothing to build. Nothing was written.")
     counts = builder.skips.counts
     reasons = ", ".join(f"{reason} {count:,}" for reason, count in counts.most_common())
     reason = counts.most_common(1)[0][0]
     first = builder.skips.first(reason) or {}
-    hint = (
-        f"the image paths of the records are relative to --image-root ({image_root}): is it the folder that "
-        "holds coco/, sam/, llava/, ...?"
+    fix = (
+        f"The records' image paths are relative to --image-root ({image_root}): give the folder that holds "
+        "coco/, sam/, llava/, ..."
         if reason == "missing_image"
-        else "fix the records (see `sharegpt4v data build --help` and the README on bad records)"
+        else "Fix the records (the README lists what makes a record unusable)"
     )
     return UsageError(
-        f"no record of {names} was usable: all {builder.records_read:,} skipped ({reasons}); the first "
-        f"{reason}: record {first.get('id')!r}: {first.get('detail')}. Check {hint}"
+        f"no record of {names} was usable: all {builder.records_read:,} skipped ({reasons}; first: record "
+        f"{first.get('id')!r}, {reason}: {first.get('detail')}). {fix}, then run the command again. Nothing was "
+        "written."
     )
 
 

@@ -205,5 +205,15 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _keep_datasets_off_torch() -> None:
+    """`datasets` imports torch for every streamed dataset when torch is installed (to share a counter with
+    DataLoader workers); the data commands stream rows but never use torch, so this process tells datasets
+    that torch is absent (the Python API is left as it is)."""
+    import datasets.config
+
+    datasets.config.TORCH_AVAILABLE = False
+
+
 def run(args: argparse.Namespace) -> int:
+    _keep_datasets_off_torch()
     return {"build": _build, "export": _export, "stats": _stats, "push": _push}[args.data_command](args)

@@ -67,6 +67,9 @@ def push_corpus(
     if missing:
         raise UsageError(f"{output_dir} is incomplete: shard(s) {missing} are missing; rebuild the corpus.")
 
+    # the repo first: no network, offline mode or no write access fail here, before the images are embedded
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     staging = output_dir / ".hub-upload"
     try:
         if not report["embed_images"]:
@@ -75,8 +78,6 @@ def push_corpus(
                 _embed_shard(shard, staging / DATA_DIR / shard.name, report["image_root"])
             shards = [staging / DATA_DIR / shard.name for shard in shards]
         card = render_dataset_card(report, embedded=True, repo_id=repo_id)
-        api = HfApi(token=token)
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         uploaded = {f"{DATA_DIR}/{shard.name}" for shard in shards}
         stale = [
             name

@@ -120,7 +120,8 @@ class JSONListReader:
         if self._buffer[self._pos] != "[":
             raise UsageError(
                 f"{self.path} is not a JSON list: it starts with {self._buffer[self._pos : self._pos + 20]!r} "
-                "instead of '['. The LLaVA/ShareGPT4V corpora are one JSON list of records."
+                "instead of '['. Give a LLaVA/ShareGPT4V corpus: one JSON list of records "
+                '([{"id": ..., "image": ..., "conversations": [...]}, ...]).'
             )
         self._pos += 1
         index = 0
