@@ -321,16 +321,17 @@ def push_checkpoint(
 
     Writes a model card first when the folder has no README.md. Returns the URL of the commit.
     """
+    from huggingface_hub import HfApi
+
     folder = Path(folder)
     model_type = check_checkpoint_folder(folder)
+    api = HfApi(token=token)
+    # the repo first: no network, offline mode or no write access fail here, before the card is written
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if not (folder / "README.md").is_file():
         write_model_card(
             folder, to="sharegpt4v" if model_type == "sharegpt4v" else "llava-hf", repo_id=repo_id, license=license
         )
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision is not None and not revision.startswith("refs/"):
         # upload_folder commits only to an existing branch: create it (from main) the first time. Pull-request
         # refs (refs/pr/N) exist already and cannot be created.

@@ -33,7 +33,8 @@ Train a ShareGPT4V stage (pretrain, finetune, captioner) on TRL's SFTTrainer.
 options:
   --config RECIPE.yaml  the recipe: YAML with the keys `trl sft` takes (ScriptArguments, SFTConfig,
                         ModelConfig: model_name_or_path, dataset_name, output_dir, learning_rate, ...) plus
-                        ShareGPT4V's: {", ".join(SHAREGPT4V_KEYS)}
+                        ShareGPT4V's: {", ".join(SHAREGPT4V_KEYS[:3])},
+                        {", ".join(SHAREGPT4V_KEYS[3:])}
   --KEY VALUE           override a key of the recipe (defaults < recipe < flags), e.g. --max_steps 10
   --help-all            list every key with its default and help (loads trl: takes a few seconds)
   -h, --help            show this message

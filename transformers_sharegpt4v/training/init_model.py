@@ -14,8 +14,10 @@ The real starting point of stage 1 ("Training recipe" in REFERENCE.md): a CLIP v
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,18 @@ def _json_overrides(text: str | None, flag: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise UsageError(f"{flag} must be a JSON object (key -> value), got {type(value).__name__}.")
     return value
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Only errors from the logger `logger_name` while the block runs."""
+    target = logging.getLogger(logger_name)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
@@ -104,7 +118,10 @@ def init_checkpoint(
     ShareGPT4VProcessor.prepare_tokenizer(tokenizer, image_token=IMAGE_TOKEN)  # <image> (and <pad> if none)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
-        language_model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
+        # transformers' mean resizing (new rows drawn around the mean of the old ones) is what we want; its
+        # "To disable this, use `mean_resizing=False`" note on every run is not
+        with _quiet("transformers.modeling_utils"):
+            language_model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
     text_config = language_model.config
     text_config.pad_token_id = tokenizer.pad_token_id
 
@@ -159,6 +176,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..hub import check_model_argument
+
+    check_model_argument(args.vision, "--vision", "a CLIP checkpoint folder (config.json + weights)")
+    check_model_argument(args.llm, "--llm", "a Llama/Vicuna checkpoint folder (config.json, weights, tokenizer)")
     output = init_checkpoint(
         args.output_dir,
         vision=args.vision,

@@ -47,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.base is not None:
+        from ..hub import check_model_argument
+
+        check_model_argument(args.base, "--base", "the checkpoint the adapter was trained from")
     output = merge_lora(args.adapter, args.output_dir, base=args.base, dtype=args.dtype)
     print(f"Merged {args.adapter} into a full checkpoint at {output}.")
     return 0
