@@ -33,17 +33,22 @@ LINES = [
 
 
 def write_tiny_checkpoint(folder: Path) -> Path:
-    """A tiny ShareGPT4V with a freshly trained SentencePiece tokenizer, saved like a real checkpoint."""
+    """A tiny ShareGPT4V with a freshly trained SentencePiece tokenizer, saved like a real checkpoint: the
+    tokenizer is made like LLaMA's (BPE with byte fallback, a "▁" before the text, digits split, no
+    whitespace folding) and, like Vicuna's, adds BOS and no EOS, so that everything a real checkpoint does
+    (the llava-hf export included) gives the same token ids here."""
     import sentencepiece as spm
 
     folder.mkdir(parents=True, exist_ok=True)
     model_file = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(LINES * 10), model_writer=model_file, vocab_size=400, model_type="bpe",
-        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2,
+        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True,
+        normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
+        allow_whitespace_only_pieces=True, character_coverage=1.0, minloglevel=2,
     )  # fmt: skip
     (folder / "tokenizer.model").write_bytes(model_file.getvalue())
-    tokenizer = LlamaTokenizer.from_pretrained(folder)
+    tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False)
     ShareGPT4VProcessor.prepare_tokenizer(tokenizer)  # adds <image> (and <pad>) as llava-hf does
     config = ShareGPT4VConfig(
         vision_config=dict(

@@ -745,8 +745,12 @@ def test_caption_errors_name_what_is_wrong(tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
+    model = tmp_path / "model"  # only read for its config before the images are listed
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "sharegpt4v"}))
     with pytest.raises(ValueError, match=r"No images found .*tiff"):
-        caption_images("unused-model", empty, tmp_path / "out", progress=False)
+        caption_images(str(model), empty, tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
     with pytest.raises(ValueError, match=r"Dataset row 'row-7' has neither image bytes nor an image path"):
         decode_image({"bytes": None, "path": None}, "row-7")
     with pytest.raises(ValueError, match=r"'row-8' has neither"):

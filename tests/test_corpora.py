@@ -595,7 +595,9 @@ def test_cli_export(built, tmp_path, capsys):
     assert json.loads((tmp_path / "x.json").read_text()) == [dict(r, id=str(r["id"])) for r in GOOD]
 
 
-def test_cli_exit_code_when_nothing_is_usable(tmp_path, capsys):
+def test_cli_refuses_a_corpus_with_nothing_usable_and_writes_nothing(tmp_path, capsys):
+    """Exit 2 with the skip reasons and the first skipped record, nothing in OUT; the Python API still builds
+    (an empty dataset and its report) unless asked to require records."""
     from transformers_sharegpt4v.cli import main
 
     (tmp_path / "root").mkdir()
@@ -603,9 +605,13 @@ def test_cli_exit_code_when_nothing_is_usable(tmp_path, capsys):
     corpus.write_text(json.dumps([{"id": "x", "image": "coco/none.jpg", "conversations": _turns("<image>\nq", "a")}]))
     code = main(["data", "build", "--json", str(corpus), "--image-root", str(tmp_path / "root"),
                  "--output", str(tmp_path / "out"), "--num-workers", "0"])  # fmt: skip
-    assert code == 1
-    assert "0 of 1 records kept" in capsys.readouterr().out
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "missing_image 1" in captured.err and "record 'x'" in captured.err
+    assert not (tmp_path / "out").exists()
+    result = build_corpus(corpus, tmp_path / "root", tmp_path / "api", num_workers=0, progress=False)
+    assert result.records_written == 0
+    report = json.loads((tmp_path / "api" / "report.json").read_text())
     assert report["skipped"]["missing_image"][0]["id"] == "x"
 
 

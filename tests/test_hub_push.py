@@ -20,7 +20,7 @@ from test_conversion import (
 
 from transformers_sharegpt4v import ShareGPT4VForCausalLM
 from transformers_sharegpt4v.conversion import convert_checkpoint
-from transformers_sharegpt4v.hub import push_checkpoint
+from transformers_sharegpt4v.hub import push_checkpoint, remote_code_files
 
 CODE_FILES = {
     "configuration_sharegpt4v.py",
@@ -153,11 +153,13 @@ def test_push_refuses_incomplete_folders(checkpoint, tmp_path):
     folder, _ = checkpoint
     with pytest.raises(ValueError, match="no config.json"):
         push_checkpoint(tmp_path, "test-user/x")
-    broken = tmp_path / "broken"
-    shutil.copytree(folder, broken)
-    (broken / "modeling_sharegpt4v.py").unlink()
-    with pytest.raises(ValueError, match="lacks modeling_sharegpt4v.py"):
-        push_checkpoint(broken, "test-user/x")
+    assert set(remote_code_files(folder)) == CODE_FILES  # what the checkpoint's auto_map entries need
+    for name in sorted(CODE_FILES):  # the processor's files too: named by processor_config.json's auto_maps
+        broken = tmp_path / f"without-{name}"
+        shutil.copytree(folder, broken)
+        (broken / name).unlink()
+        with pytest.raises(ValueError, match=f"lacks {name} "):
+            push_checkpoint(broken, "test-user/x")
 
 
 def test_convert_resolves_hub_ids_for_the_checkpoint_and_its_vision_tower(spm_model_file, tmp_path):

@@ -598,6 +598,19 @@ def test_init_assembles_clip_llama_and_projector(tiny_run, tmp_path):
     assert torch.equal(weights["model.multi_modal_projector.linear_2.bias"], projector["model.mm_projector.2.bias"])
 
 
+def test_init_command_speaks_only_for_itself(tiny_run, tmp_path):
+    """`sharegpt4v init` grows the vocabulary with transformers' mean resizing, without transformers' note
+    about it (or any other warning) on every run."""
+    result = subprocess.run(
+        [sys.executable, "-m", "transformers_sharegpt4v.cli", "init", str(tmp_path / "init"), "--vision",
+         str(tiny_run["vit"]), "--llm", str(tiny_run["llm"])],
+        env=ENV, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mean_resizing" not in result.stderr and "warn" not in result.stderr.lower(), result.stderr
+    assert result.stdout.startswith("ShareGPT4V checkpoint written to")
+
+
 def test_init_rejects_a_projector_of_the_wrong_shape(tiny_run, tmp_path):
     from safetensors.torch import save_file
 

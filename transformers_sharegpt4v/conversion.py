@@ -28,7 +28,6 @@ picks. (Sampling gives the new ids a small probability; they are special tokens 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -52,7 +51,6 @@ from tqdm.auto import tqdm
 from transformers import (
     AddedToken,
     AutoProcessor,
-    AutoTokenizer,
     CLIPVisionConfig,
     GenerationConfig,
     LlamaConfig,
@@ -61,6 +59,7 @@ from transformers import (
 from transformers.utils.hub import convert_file_size_to_int
 
 from .configuration_sharegpt4v import ShareGPT4VConfig
+from .errors import UsageError
 from .hub import read_license, write_model_card
 from .image_processing_sharegpt4v import ShareGPT4VImageProcessor
 from .llama_tokenizer import (
@@ -150,10 +149,10 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, what: str = "checkpoint"
     if path.is_dir():
         return path
     if path.exists():
-        raise ValueError(f"{what} {str(name_or_path)!r} is a file; pass the checkpoint FOLDER (with config.json).")
+        raise UsageError(f"{what} {str(name_or_path)!r} is a file; pass the checkpoint FOLDER (with config.json).")
     name = str(name_or_path)
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", name) or name.startswith((".", "/")):
-        raise ValueError(f"{what} {name!r} is neither an existing folder nor a Hub repo id (owner/name).")
+        raise UsageError(f"{what} {name!r} is neither an existing folder nor a Hub repo id (owner/name).")
 
     # Only what a conversion reads: no TF/Flax/ONNX weights, and no pickles when safetensors exist
     # (openai/clip-vit-large-patch14-336 ships both).
@@ -173,7 +172,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, what: str = "checkpoint"
             if offline
             else "the Hub could not be reached or the repo does not exist"
         )
-        raise ValueError(
+        raise UsageError(
             f"{what} {name!r} is not a local folder and could not be fetched from the Hub: {hint} "
             f"({type(error).__name__}: {error}). Download it first (`hf download {name} --local-dir DIR`) and "
             f"pass the folder."
@@ -183,7 +182,7 @@ def resolve_checkpoint(name_or_path: str | os.PathLike, what: str = "checkpoint"
 def read_config(folder: Path) -> dict[str, Any]:
     path = folder / "config.json"
     if not path.is_file():
-        raise ValueError(f"{folder} has no config.json: it is not a transformers checkpoint folder.")
+        raise UsageError(f"{folder} has no config.json: it is not a transformers checkpoint folder.")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -196,7 +195,7 @@ def detect_source_format(config: dict[str, Any], folder: Path | str = "SRC") -> 
         return "original"
     if model_type == "llava" and "text_config" in config:
         return "llava-hf"
-    raise ValueError(
+    raise UsageError(
         f"{folder}/config.json: model_type {model_type!r} is not a checkpoint this converter knows. Expected a "
         "released ShareGPT4V/LLaVA-1.5 checkpoint (model_type 'share4v' or 'llava' with mm_* fields), a llava-hf "
         "checkpoint (model_type 'llava' with text_config/vision_config) or a plugin checkpoint ('sharegpt4v')."
@@ -222,7 +221,7 @@ def list_weight_files(folder: Path) -> dict[str, list[str]]:
                 files.setdefault(file_name, []).append(key)
             for file_name in files:
                 if not (folder / file_name).is_file():
-                    raise ValueError(f"{index} lists {file_name}, which is missing from {folder}.")
+                    raise UsageError(f"{index} lists {file_name}, which is missing from {folder}.")
             return files
     if (folder / "model.safetensors").is_file():
         with safe_open(folder / "model.safetensors", framework="pt") as handle:
@@ -230,7 +229,7 @@ def list_weight_files(folder: Path) -> dict[str, list[str]]:
     if (folder / "pytorch_model.bin").is_file():
         with open_weight_file(folder / "pytorch_model.bin") as tensors:
             return {"pytorch_model.bin": list(tensors.keys())}
-    raise ValueError(
+    raise UsageError(
         f"{folder} holds no weights: expected model.safetensors[.index.json] or pytorch_model[-*].bin[.index.json]."
     )
 
@@ -263,12 +262,12 @@ def open_weight_file(path: Path) -> Iterator[Any]:
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:
-        raise ValueError(
+        raise UsageError(
             f"{path} could not be read with torch.load(weights_only=True): {error}. Only plain tensor state dicts "
             "are accepted (no arbitrary pickled objects)."
         ) from error
     if not isinstance(state_dict, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state_dict).__name__}).")
+        raise UsageError(f"{path} does not hold a state dict (got {type(state_dict).__name__}).")
     try:
         yield state_dict
     finally:
@@ -331,7 +330,7 @@ def rename_original_llm_key(key: str) -> str | None:
     if projector:
         index = {"0": "linear_1", "2": "linear_2"}.get(projector.group(1))
         if index is None:
-            raise ValueError(
+            raise UsageError(
                 f"weight {key!r}: mm_projector layer {projector.group(1)} is not part of a 'mlp2x_gelu' projector "
                 "(layers 0 and 2 only); this projector type is not supported."
             )
@@ -342,7 +341,7 @@ def rename_original_llm_key(key: str) -> str | None:
         return "model.language_model." + key[len("model.") :]
     if key == "lm_head.weight":
         return key
-    raise ValueError(f"unexpected weight {key!r} in the LLM checkpoint (not a LLaMA or mm_projector weight).")
+    raise UsageError(f"unexpected weight {key!r} in the LLM checkpoint (not a LLaMA or mm_projector weight).")
 
 
 # CLIPVisionModel's own modules. transformers >= 5.24 saves them as they are (`embeddings.*`, ...); older
@@ -357,7 +356,7 @@ def rename_vision_tower_key(key: str) -> str | None:
         return DROP  # the text half of a full CLIPModel (e.g. openai/clip-vit-large-patch14-336)
     name = key[len("vision_model.") :] if key.startswith("vision_model.") else key
     if not name.startswith(CLIP_VISION_MODULES):
-        raise ValueError(
+        raise UsageError(
             f"unexpected weight {key!r} in the vision tower checkpoint (expected CLIP vision weights: "
             "vision_model.*, or embeddings.* / encoder.* / pre_layrnorm.* / post_layernorm.*)."
         )
@@ -382,7 +381,7 @@ def rename_llava_key(key: str) -> str | None:
             return new + key[len(old) :]
     if key.startswith(("model.language_model.", "model.vision_tower.", "model.multi_modal_projector.", "lm_head.")):
         return key
-    raise ValueError(f"unexpected weight {key!r} in the llava checkpoint.")
+    raise UsageError(f"unexpected weight {key!r} in the llava checkpoint.")
 
 
 def to_llava_hf_key(key: str) -> str:
@@ -415,7 +414,7 @@ def vision_config_from_folder(folder: Path) -> dict[str, Any]:
         config = dict(config.get("vision_config") or {})
         config["model_type"] = "clip_vision_model"
     if config.get("model_type") != "clip_vision_model":
-        raise ValueError(
+        raise UsageError(
             f"{folder}/config.json: model_type {config.get('model_type')!r} is not a CLIP vision tower "
             "('clip_vision_model' or 'clip')."
         )
@@ -438,41 +437,41 @@ def check_original_config(config: dict[str, Any], vision: dict[str, Any], folder
     where = f"{folder}/config.json"
     projector = config.get("mm_projector_type", "linear")
     if projector != SUPPORTED_PROJECTOR:
-        raise ValueError(
+        raise UsageError(
             f"{where}: mm_projector_type {projector!r} is not supported; ShareGPT4V and LLaVA-1.5 use "
             f"{SUPPORTED_PROJECTOR!r} (Linear-GELU-Linear), the only projector this model implements."
         )
     feature = config.get("mm_vision_select_feature", "patch")
     if feature not in SELECT_FEATURE:
-        raise ValueError(
+        raise UsageError(
             f"{where}: mm_vision_select_feature {feature!r} cannot be honoured; supported: {sorted(SELECT_FEATURE)}."
         )
     for flag in ("mm_use_im_start_end", "mm_use_im_patch_token"):
         if config.get(flag):
-            raise ValueError(
+            raise UsageError(
                 f"{where}: {flag} is true; checkpoints that wrap images in <im_start>/<im_end> or <im_patch> tokens "
                 "are not supported (ShareGPT4V and LLaVA-1.5 set both to false)."
             )
     aspect = config.get("image_aspect_ratio", "pad")
     if aspect not in ("pad", "square", "resize", None):
-        raise ValueError(f"{where}: image_aspect_ratio {aspect!r} is not supported (only 'pad' or 'square').")
+        raise UsageError(f"{where}: image_aspect_ratio {aspect!r} is not supported (only 'pad' or 'square').")
     mm_hidden = config.get("mm_hidden_size")
     if mm_hidden is not None and mm_hidden != vision["hidden_size"]:
-        raise ValueError(
+        raise UsageError(
             f"{where}: mm_hidden_size is {mm_hidden} but the vision tower {vit_folder} has hidden_size "
             f"{vision['hidden_size']}: this projector was trained for a different vision tower."
         )
     layer = config.get("mm_vision_select_layer", -2)
     layers = vision["num_hidden_layers"]
     if not -(layers + 1) <= layer <= layers:
-        raise ValueError(f"{where}: mm_vision_select_layer {layer} is out of range for a {layers}-layer vision tower.")
+        raise UsageError(f"{where}: mm_vision_select_layer {layer} is out of range for a {layers}-layer vision tower.")
 
 
 def plugin_config_from_llava(config: dict[str, Any], folder: Path) -> ShareGPT4VConfig:
     """ShareGPT4VConfig from a llava-hf (or plugin) config dict."""
     layer = config.get("vision_feature_layer", -2)
     if not isinstance(layer, int):
-        raise ValueError(
+        raise UsageError(
             f"{folder}/config.json: vision_feature_layer {layer!r} (several layers) is not supported; ShareGPT4V "
             "uses one layer (-2)."
         )
@@ -591,7 +590,7 @@ def _generation_config(folder: Path, tokenizer: Any) -> Any:
 def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | None) -> _Plan:
     vit_name = vision_tower or config.get("mm_vision_tower")
     if not vit_name:
-        raise ValueError(f"{folder}/config.json has no mm_vision_tower; pass the vision tower with --vision-tower.")
+        raise UsageError(f"{folder}/config.json has no mm_vision_tower; pass the vision tower with --vision-tower.")
     vit_folder = resolve_checkpoint(vit_name, "vision tower")
     vision = vision_config_from_folder(vit_folder)
     check_original_config(config, vision, folder, vit_folder)
@@ -600,12 +599,12 @@ def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | Non
     tokenizer = load_llama_tokenizer(folder, config=LlamaConfig())
     vocab = config.get("vocab_size", 32000)
     if len(tokenizer) != vocab:
-        raise ValueError(
+        raise UsageError(
             f"{folder}: the tokenizer has {len(tokenizer)} tokens but config.json vocab_size is {vocab}; expected the "
             "released LLaMA tokenizer (no <image> token) with one row per token."
         )
     if IMAGE_TOKEN in tokenizer.get_vocab():
-        raise ValueError(
+        raise UsageError(
             f"{folder}: the tokenizer already has {IMAGE_TOKEN}; this is not a released original checkpoint."
         )
     tokenizer.add_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)], special_tokens=True)
@@ -652,9 +651,9 @@ def _plan_original(folder: Path, config: dict[str, Any], vision_tower: str | Non
 def _plan_llava(folder: Path, config: dict[str, Any]) -> _Plan:
     plugin_config = plugin_config_from_llava(config, folder)
     plugin_config.image_aspect_ratio = config.get("image_aspect_ratio", "pad")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_llama_tokenizer(folder)  # `legacy` as its tokenizer_config.json says (unset: true, as 4.31)
     if tokenizer.convert_tokens_to_ids(IMAGE_TOKEN) != plugin_config.image_token_id:
-        raise ValueError(
+        raise UsageError(
             f"{folder}: the tokenizer maps {IMAGE_TOKEN} to {tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)} but "
             f"config.json says image_token_id {plugin_config.image_token_id}."
         )
@@ -690,21 +689,21 @@ def _check_keys(plan: _Plan, expected: dict[str, tuple[int, ...]]) -> None:
                 try:
                     target = source.rename(key)
                 except ValueError as error:
-                    raise ValueError(f"{source.folder / file_name}: {error}") from None
+                    raise UsageError(f"{source.folder / file_name}: {error}") from None
                 if target is DROP:
                     continue
                 if target not in expected:
-                    raise ValueError(
+                    raise UsageError(
                         f"{source.folder / file_name}: extra weight {key!r} (-> {target!r}) does not exist in a model "
                         "with this config; refusing to drop it silently."
                     )
                 if target in seen:
-                    raise ValueError(f"weight {target!r} comes from both {seen[target]} and {key!r}.")
+                    raise UsageError(f"weight {target!r} comes from both {seen[target]} and {key!r}.")
                 seen[target] = key
     missing = sorted(set(expected) - set(seen))
     if missing:
         folders = ", ".join(str(s.folder) for s in plan.sources)
-        raise ValueError(
+        raise UsageError(
             f"{len(missing)} weight(s) missing from {folders}: {', '.join(missing[:8])}"
             + (" ..." if len(missing) > 8 else "")
         )
@@ -756,7 +755,7 @@ def _stream_weights(
                     rows = plan.new_vocab_rows if target in vocab_keys else 0
                     out_shape = (shape[0] + rows, *shape[1:]) if rows else shape
                     if out_shape != expected[target]:
-                        raise ValueError(_shape_error(path, key, shape, expected[target], rows, plan.config))
+                        raise UsageError(_shape_error(path, key, shape, expected[target], rows, plan.config))
                     out_dtype = dtype if (dtype is not None and tensor.is_floating_point()) else tensor.dtype
                     nbytes = _tensor_nbytes(out_shape, out_dtype)
                     if entries and size + nbytes > max_shard_size:
@@ -812,7 +811,7 @@ def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(sorted(_DTYPES))}.")
+        raise UsageError(f"dtype {dtype!r} is not one of auto, {', '.join(sorted(_DTYPES))}.")
     return _DTYPES[dtype]
 
 
@@ -1018,12 +1017,14 @@ def convert_checkpoint(
     """
     to = to.replace("_", "-") if isinstance(to, str) else to
     if to not in ("sharegpt4v", "llava-hf"):
-        raise ValueError(f"to={to!r}: choose 'sharegpt4v' or 'llava-hf'.")
+        raise UsageError(f"to={to!r}: choose 'sharegpt4v' or 'llava-hf'.")
     if isinstance(max_shard_size, str):
         max_shard_size = convert_file_size_to_int(max_shard_size)
     dst = Path(dst).expanduser()
     if dst.exists() and any(dst.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {dst} exists and is not empty; choose another or pass overwrite=True.")
+        raise UsageError(
+            f"output folder {dst} exists and is not empty; choose another folder or pass --overwrite to replace it."
+        )
     folder = resolve_checkpoint(src, "SRC")
     config = read_config(folder)
     kind = detect_source_format(config, folder)
@@ -1031,7 +1032,7 @@ def convert_checkpoint(
         plan = _plan_original(folder, config, None if vision_tower is None else str(vision_tower))
     else:
         if vision_tower is not None:
-            raise ValueError(f"--vision-tower applies to original checkpoints only; {folder} is a {kind} checkpoint.")
+            raise UsageError(f"--vision-tower applies to original checkpoints only; {folder} is a {kind} checkpoint.")
         plan = _plan_llava(folder, config)
 
     plan.provenance.update(source=str(src), source_format=kind, license=read_license(folder))
@@ -1087,47 +1088,6 @@ def convert_checkpoint(
         shards,
     )
     return dst
-
-
-# ----------------------------------------------------------------------------------------------------------
-# CLI: sharegpt4v convert SRC DST [--vision-tower VIT] [--to sharegpt4v|llava-hf] [--dtype ...]
-# ----------------------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="checkpoint folder or Hub id: released ShareGPT4V/LLaVA-1.5, llava-hf or plugin")
-    parser.add_argument("dst", help="output folder")
-    parser.add_argument(
-        "--vision-tower",
-        default=None,
-        metavar="VIT",
-        help="vision tower folder or Hub id for released checkpoints (default: the config's mm_vision_tower)",
-    )
-    parser.add_argument("--to", choices=["sharegpt4v", "llava-hf"], default="sharegpt4v", help="output format")
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "float16", "bfloat16"],
-        default="auto",
-        help="weights dtype (auto: keep)",
-    )
-    parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
-
-
-def run(args: argparse.Namespace) -> int:
-    dst = convert_checkpoint(
-        args.src,
-        args.dst,
-        to=args.to,
-        vision_tower=args.vision_tower,
-        dtype=args.dtype,
-        max_shard_size=args.max_shard_size,
-        overwrite=args.overwrite,
-    )
-    files = sorted(p.name for p in dst.iterdir())
-    weights = sum(p.stat().st_size for p in dst.glob("*.safetensors"))
-    print(f"Converted {args.src} -> {dst} ({args.to}): {weights / 1e9:.2f} GB of safetensors, {len(files)} files.")
-    return 0
 
 
 __all__ = [

@@ -29,8 +29,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 if TYPE_CHECKING:
     import torch
 
@@ -105,6 +103,8 @@ def find_repetition(
 def _find(units: Sequence, rule: DegenerateRule) -> Repetition | None:
     """All periods at once: row p - 1 of a (periods, n) matrix says where u[i] == u[i + p]; the longest run of
     True per row is found with a running maximum of the last False position (no Python loop per period)."""
+    import numpy as np  # here, not at the top: `sharegpt4v data --help` reads this module's defaults
+
     n = len(units)
     periods = min(rule.max_period, n // rule.min_repeats)
     if n < max(rule.min_span, 2) or periods < 1:

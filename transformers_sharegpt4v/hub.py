@@ -2,22 +2,25 @@
 
 A plugin checkpoint is self-contained: weights, config with `auto_map`, the remote-code files, the processor
 (tokenizer, image processor, chat template) and a model card telling users to load it with
-`trust_remote_code=True`. `push_checkpoint` checks that before uploading, writes the card if the folder has
-none, and uploads the folder with `huggingface_hub` (so `HF_ENDPOINT`, `HF_TOKEN` etc. apply as usual).
+`trust_remote_code=True`. `push_checkpoint` checks that before uploading (every code file an `auto_map` entry
+names, and the files those import, must be in the folder: `remote_code_files`), writes the card if the folder
+has none, and uploads the folder with `huggingface_hub` (so `HF_ENDPOINT`, `HF_TOKEN` etc. apply as usual).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, ModelCardData
+from .errors import MissingFileError, UsageError, looks_like_hub_id
 
-REMOTE_CODE_FILES = ("configuration_sharegpt4v.py", "modeling_sharegpt4v.py")
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
 
 PLUGIN_USAGE = """\
@@ -70,6 +73,8 @@ add BOS by default: send `"add_special_tokens": true` with each request."""
 
 def read_license(folder: str | os.PathLike) -> str | None:
     """The `license` of the model card in `folder` (README.md front matter), if any."""
+    from huggingface_hub import ModelCard
+
     path = Path(folder) / "README.md"
     if not path.is_file():
         return None
@@ -94,6 +99,8 @@ def write_model_card(
     `vision_tower`, `new_vocab_rows`); the license is `license`, else the source card's, else "other".
     `name` is the model's name in the title and examples (default: `repo_id`, else the folder name).
     """
+    from huggingface_hub import ModelCard, ModelCardData
+
     folder = Path(folder)
     provenance = dict(provenance or {})
     source = provenance.get("source")
@@ -157,23 +164,147 @@ def write_model_card(
     return path
 
 
+def _auto_maps(value: Any) -> Iterator[dict[str, Any]]:
+    """Every `auto_map` mapping in a JSON value (processor_config.json nests the image processor's)."""
+    if isinstance(value, dict):
+        if isinstance(value.get("auto_map"), dict):
+            yield value["auto_map"]
+        for item in value.values():
+            yield from _auto_maps(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _auto_maps(item)
+
+
+# How transformers finds the modules a remote-code file imports (dynamic_module_utils.get_relative_imports).
+_RELATIVE_IMPORT = re.compile(r"^\s*(?:import|from)\s+\.(\w+)\s+import", flags=re.MULTILINE)
+
+
+def remote_code_files(folder: str | os.PathLike) -> list[str]:
+    """The code files `trust_remote_code=True` needs from a checkpoint folder: each module an `auto_map` entry
+    names (in config.json, processor_config.json, preprocessor_config.json, tokenizer_config.json, ...; an
+    entry "module.Class", or a list of them, points to module.py; entries of another repo, "repo--module.Class",
+    are not this folder's), and the modules those import with `from .module import`, recursively."""
+    folder = Path(folder)
+    needed: list[str] = []
+    for path in sorted(folder.glob("*config.json")):
+        try:
+            content = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UsageError(f"{path} is not valid JSON ({error}): re-save the checkpoint.") from error
+        for auto_map in _auto_maps(content):
+            for reference in auto_map.values():
+                for entry in reference if isinstance(reference, (list, tuple)) else [reference]:
+                    if isinstance(entry, str) and "--" not in entry and "." in entry:
+                        needed.append(entry.rsplit(".", 1)[0] + ".py")
+    index = 0
+    needed = list(dict.fromkeys(needed))
+    while index < len(needed):
+        path = folder / needed[index]
+        if path.is_file():
+            imported = _RELATIVE_IMPORT.findall(path.read_text(encoding="utf-8"))
+            needed += [f"{name}.py" for name in imported if f"{name}.py" not in needed]
+        index += 1
+    return needed
+
+
 def check_checkpoint_folder(folder: Path) -> str:
-    """Raise unless `folder` is a complete checkpoint; returns its model_type."""
+    """Raise `UsageError` unless `folder` is a complete checkpoint; returns its model_type. A plugin checkpoint
+    needs `auto_map` in config.json and every code file `remote_code_files` lists."""
+    folder = Path(folder)
     config_path = folder / "config.json"
+    if not folder.is_dir():
+        raise MissingFileError(
+            f"{folder} is not a folder: give a checkpoint folder (convert or save_pretrained first)."
+        )
     if not config_path.is_file():
-        raise ValueError(f"{folder} has no config.json: not a checkpoint folder (convert or save_pretrained first).")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+        raise UsageError(f"{folder} has no config.json: not a checkpoint folder (convert or save_pretrained first).")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"{config_path} is not valid JSON ({error}): re-save the checkpoint.") from error
     if not any(any(folder.glob(pattern)) for pattern in WEIGHT_PATTERNS):
-        raise ValueError(f"{folder} holds no weights (*.safetensors or pytorch_model*.bin).")
+        raise UsageError(f"{folder} holds no weights (*.safetensors or pytorch_model*.bin).")
     model_type = config.get("model_type")
     if model_type == "sharegpt4v":
-        missing = [name for name in REMOTE_CODE_FILES if not (folder / name).is_file()]
+        missing = [name for name in remote_code_files(folder) if not (folder / name).is_file()]
         if missing or "auto_map" not in config:
-            raise ValueError(
-                f"{folder} is a plugin checkpoint but lacks {', '.join(missing) or 'auto_map in config.json'}: users "
-                "could not load it with trust_remote_code=True. Re-save it with save_pretrained or sharegpt4v convert."
+            what = ", ".join(missing) + " (named by its auto_map)" if missing else "auto_map in config.json"
+            raise UsageError(
+                f"{folder} is a plugin checkpoint but lacks {what}: users could not load it with "
+                "trust_remote_code=True. Re-save it with save_pretrained or `sharegpt4v convert`."
             )
     return str(model_type)
+
+
+def explain_hub_error(error: BaseException) -> str | None:
+    """One sentence saying why a Hub call failed and what to do, for the errors that come from the
+    environment (offline mode, no network, no login or rights, no such repo); None for anything else."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    endpoint = constants.ENDPOINT
+    if isinstance(error, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE=1 is set, so the Hub is not contacted: unset it (or set HF_HUB_OFFLINE=0) and retry"
+    if isinstance(error, RepositoryNotFoundError):
+        return "the repo does not exist, or it is private and you are not logged in (`hf auth login`, or HF_TOKEN)"
+    if isinstance(error, EntryNotFoundError):
+        return "the repo has no such file"
+    if isinstance(error, HfHubHTTPError) and error.response is not None:
+        status = error.response.status_code
+        if status == 401:
+            return "not logged in, or the token is invalid: run `hf auth login`, set HF_TOKEN or pass --token"
+        if status == 403:
+            return "the token has no write access to this repo: use a token with write access, or another repo id"
+        return f"the Hub at {endpoint} answered HTTP {status}: {str(error).splitlines()[0]}"
+    names = {cls.__name__ for cls in type(error).__mro__}
+    if names & {"ConnectError", "ConnectTimeout", "TimeoutException", "ConnectionError", "NetworkError"}:
+        return f"the Hub at {endpoint} could not be reached ({error}): check the network connection or HF_ENDPOINT"
+    return None
+
+
+@contextlib.contextmanager
+def hub_errors(what: str) -> Iterator[None]:
+    """Turn the Hub errors `explain_hub_error` knows into a `UsageError` ("{what} failed: why, and the fix");
+    everything else goes through unchanged."""
+    try:
+        yield
+    except UsageError:
+        raise
+    except Exception as error:
+        reason = explain_hub_error(error)
+        if reason is None:
+            raise
+        raise UsageError(f"{what} failed: {reason}.") from error
+
+
+def check_model_argument(name: str, flag: str, what: str = "a checkpoint folder (with config.json)") -> None:
+    """Raise `UsageError` unless `name` (the value of `flag`) is a local folder with a config.json, or a Hub model
+    repo whose config.json can be fetched (or is in the local cache): checked before a command writes anything,
+    so that a typo costs a line, not a traceback after half the work."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise UsageError(f"{flag} {name} is a file: give {what}.")
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UsageError(f"{flag} {name} has no config.json, so it is not a checkpoint: give {what}.")
+        return
+    if not looks_like_hub_id(name):
+        raise MissingFileError(f"{flag} {name}: no such folder; give {what} or a Hub model id (owner/name).")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(name, "config.json")
+    except Exception as error:  # noqa: BLE001 - every failure means the same here: the model is not available
+        reason = explain_hub_error(error) or f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        raise UsageError(
+            f"{flag} {name} is not a local folder and its config.json could not be fetched from the Hub: {reason}."
+        ) from error
 
 
 def push_checkpoint(
@@ -190,14 +321,17 @@ def push_checkpoint(
 
     Writes a model card first when the folder has no README.md. Returns the URL of the commit.
     """
+    from huggingface_hub import HfApi
+
     folder = Path(folder)
     model_type = check_checkpoint_folder(folder)
+    api = HfApi(token=token)
+    # the repo first: no network, offline mode or no write access fail here, before the card is written
+    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if not (folder / "README.md").is_file():
         write_model_card(
             folder, to="sharegpt4v" if model_type == "sharegpt4v" else "llava-hf", repo_id=repo_id, license=license
         )
-    api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
     if revision is not None and not revision.startswith("refs/"):
         # upload_folder commits only to an existing branch: create it (from main) the first time. Pull-request
         # refs (refs/pr/N) exist already and cannot be created.
@@ -228,19 +362,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    url = push_checkpoint(
-        args.folder,
-        args.repo_id,
-        private=args.private or None,
-        token=args.token,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        create_pr=args.create_pr,
-        license=args.license,
-    )
+    with hub_errors(f"Pushing {args.folder} to {args.repo_id}"):
+        url = push_checkpoint(
+            args.folder,
+            args.repo_id,
+            private=args.private or None,
+            token=args.token,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            create_pr=args.create_pr,
+            license=args.license,
+        )
     files = sum(1 for p in Path(args.folder).iterdir() if p.is_file())
     print(f"Pushed {args.folder} ({files} files) to {args.repo_id}: {url}")
     return 0
 
 
-__all__ = ["check_checkpoint_folder", "push_checkpoint", "read_license", "write_model_card"]
+__all__ = [
+    "check_checkpoint_folder",
+    "check_model_argument",
+    "explain_hub_error",
+    "hub_errors",
+    "push_checkpoint",
+    "read_license",
+    "remote_code_files",
+    "write_model_card",
+]

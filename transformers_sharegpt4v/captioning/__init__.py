@@ -10,23 +10,31 @@ Pieces: `loader` (sources and DataLoader workers), `engine` (batched generation 
 `cli` (`sharegpt4v caption`).
 """
 
-from .degenerate import find_repetition, is_degenerate
-from .engine import PRESETS, CaptionEngine, GenerationSettings
-from .loader import ImageSource, list_source
-from .run import CaptionSummary, JSONExport, caption_images, check_model_format, export_to_json, load_captioner
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "PRESETS",
-    "CaptionEngine",
-    "CaptionSummary",
-    "GenerationSettings",
-    "ImageSource",
-    "JSONExport",
-    "caption_images",
-    "check_model_format",
-    "export_to_json",
-    "find_repetition",
-    "is_degenerate",
-    "list_source",
-    "load_captioner",
-]
+# Heavy imports (torch, transformers, pyarrow) happen when a name is first used: `sharegpt4v caption --help`
+# and the light modules of this package (cli.py) cost nothing to import.
+_NAMES = {
+    "find_repetition": "degenerate",
+    "is_degenerate": "degenerate",
+    "PRESETS": "engine",
+    "CaptionEngine": "engine",
+    "GenerationSettings": "engine",
+    "ImageSource": "loader",
+    "list_source": "loader",
+    "CaptionSummary": "run",
+    "JSONExport": "run",
+    "caption_images": "run",
+    "check_model_format": "run",
+    "export_to_json": "run",
+    "load_captioner": "run",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_NAMES[name]}", __name__), name)

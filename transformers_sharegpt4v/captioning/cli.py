@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from .engine import PRESETS
+# The names of engine.PRESETS (importing the engine would load torch before `--help` could answer).
+PRESET_NAMES = ("detailed", "short")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prompt.add_argument("--prompt", help="instruction given with every image")
     prompt.add_argument(
         "--preset",
-        choices=sorted(PRESETS),
+        choices=PRESET_NAMES,
         help="detailed (default): Share-Captioner's prompt, 500 new tokens; short: a brief caption, 128",
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the preset's")
     parser.add_argument("--num-beams", type=int, default=1, help="1 (default) is greedy")
     parser.add_argument("--repetition-penalty", type=float, default=1.0)
-    parser.add_argument("--num-workers", type=int, default=4, help="image decoding/preprocessing processes")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="image decoding/preprocessing processes (default: 4, or fewer on a machine with fewer cores)",
+    )
     parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     parser.add_argument(
         "--compile",

@@ -32,6 +32,7 @@ import torch
 from transformers import GenerationConfig, StaticCache
 from transformers.generation import CompileConfig
 
+from ..errors import UsageError
 from .degenerate import degenerate_rows
 
 logger = logging.getLogger(__name__)
@@ -103,9 +104,9 @@ class CaptionEngine:
 
     def __init__(self, model: Any, processor: Any, prompt: str, cache: str = "auto", compile: bool = False) -> None:
         if cache not in ("auto", "static", "dynamic"):
-            raise ValueError(f"cache must be 'auto', 'static' or 'dynamic', got {cache!r}.")
+            raise UsageError(f"cache must be 'auto', 'static' or 'dynamic', got {cache!r}.")
         if compile and cache == "dynamic":
-            raise ValueError("compile=True needs the static cache (torch.compile cannot follow a growing cache).")
+            raise UsageError("compile=True needs the static cache (torch.compile cannot follow a growing cache).")
         if cache == "auto":
             cache = "static" if compile or model.device.type != "cuda" else "dynamic"
         self.cache = cache
@@ -152,7 +153,7 @@ class CaptionEngine:
         found = int((input_ids == image_token_id).sum())
         expected = self.model.config.image_seq_length
         if found != expected:
-            raise ValueError(
+            raise UsageError(
                 f"The processor put {found} image tokens (id {image_token_id}) in the prompt, the model expects "
                 f"{expected}: processor and model do not belong together."
             )

@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 # The processor module's strict decode (one copy of it in the package).
+from ..errors import UsageError
 from ..image_processing_sharegpt4v import load_image_bytes, load_image_file
 
 __all__ = [
@@ -145,15 +146,36 @@ def _load_dataset(spec: str, split: str) -> Any:
     path = Path(spec)
     if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
         loaded = datasets.load_from_disk(str(path))
+    elif path.is_dir():
+        loaded = datasets.load_dataset(str(path.resolve()), split=split)
     else:
-        loaded = datasets.load_dataset(str(path.resolve()) if path.is_dir() else spec, split=split)
+        loaded = _load_hub_dataset(spec, split)
     if isinstance(loaded, datasets.DatasetDict):
         if split not in loaded:
-            raise ValueError(
+            raise UsageError(
                 f"Dataset {spec!r} has no split {split!r}; its splits are {sorted(loaded)}. Pass --split."
             )
         loaded = loaded[split]
     return loaded
+
+
+def _load_hub_dataset(spec: str, split: str) -> Any:
+    """`load_dataset(spec)` for a Hub id; an id that cannot be found or fetched is bad input (UsageError)."""
+    import datasets
+    from datasets.exceptions import DatasetNotFoundError
+
+    from ..hub import explain_hub_error
+
+    try:
+        return datasets.load_dataset(spec, split=split)
+    except Exception as error:
+        reason = explain_hub_error(error)
+        if reason is None and not isinstance(error, DatasetNotFoundError):
+            raise
+        raise UsageError(
+            f"Image source {spec!r} is not a local folder or file, and it could not be loaded as a Hub dataset: "
+            f"{reason or str(error).splitlines()[0]}"
+        ) from error
 
 
 def _dataset_columns(
@@ -166,14 +188,14 @@ def _dataset_columns(
         image_columns = [name for name, feature in features.items() if isinstance(feature, datasets.Image)]
         image_column = image_columns[0] if image_columns else ("image" if "image" in features else None)
     if image_column is None or image_column not in features:
-        raise ValueError(
+        raise UsageError(
             f"Dataset {spec!r} has no image column{f' {image_column!r}' if image_column else ''}; its columns are "
             f"{sorted(features)}. Pass --image-column NAME."
         )
     if id_column is None:
         id_column = "id" if "id" in features else None
     elif id_column not in features:
-        raise ValueError(f"Dataset {spec!r} has no column {id_column!r} for --id-column; columns: {sorted(features)}.")
+        raise UsageError(f"Dataset {spec!r} has no column {id_column!r} for --id-column; columns: {sorted(features)}.")
     return image_column, id_column
 
 
@@ -200,7 +222,7 @@ def list_source(
         keys, locators = _list_folder(path, exclude)
         return ImageSource("folder", spec, keys, locators)
     if not path.exists() and (spec.startswith((".", "/")) or spec.count("/") > 1):
-        raise ValueError(
+        raise UsageError(
             f"Image source {spec!r} does not exist. Pass an image folder, a text file of image paths, a dataset "
             "folder or a Hub dataset id."
         )

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from .engine import PRESETS, CaptionEngine, GenerationSettings, resolve_dtype
 from .loader import IMAGE_EXTENSIONS, ImageSource, list_source, make_loader, relative_inside, source_root
 from .writer import (
@@ -47,6 +48,7 @@ __all__ = [
     "caption_images",
     "check_model_format",
     "export_to_json",
+    "default_num_workers",
     "load_captioner",
     "resolve_prompt",
 ]
@@ -93,14 +95,14 @@ class CaptionSummary:
 def resolve_prompt(prompt: str | None, preset: str | None) -> tuple[str, int]:
     """(prompt, default max_new_tokens): an explicit prompt wins; otherwise the preset (default: detailed)."""
     if prompt is not None and preset is not None:
-        raise ValueError("Pass either --prompt or --preset, not both.")
+        raise UsageError("Pass either --prompt or --preset, not both.")
     if prompt is not None:
         if not prompt.strip():
-            raise ValueError("--prompt is empty.")
+            raise UsageError("--prompt is empty: give the instruction, or leave it out for --preset detailed.")
         return prompt, PRESETS["detailed"][1]
     preset = preset or "detailed"
     if preset not in PRESETS:
-        raise ValueError(f"Unknown --preset {preset!r}; choose one of {sorted(PRESETS)}.")
+        raise UsageError(f"Unknown --preset {preset!r}; choose one of {sorted(PRESETS)}.")
     return PRESETS[preset]
 
 
@@ -127,7 +129,7 @@ def check_model_format(model: str) -> None:
     if source_format == "original":
         model = str(model).rstrip("/")
         name = f"{model}-converted" if Path(model).is_dir() else Path(model).name  # Hub id: its name
-        raise ValueError(
+        raise UsageError(
             f"--model {model!r} is a released ShareGPT4V checkpoint (model_type {config.get('model_type')!r}, "
             f"original format), which transformers cannot load: run `sharegpt4v convert {model} {name}` first "
             f"and pass the converted folder (`--model {name}`)."
@@ -225,6 +227,17 @@ def _retry_committed(
         rewrite_shard(shard, pa.table(columns, schema=SCHEMA))
 
 
+def default_num_workers() -> int:
+    """Image decoding processes when none are asked for: 4, but never more than the cores this process may use
+    minus one for generation (at least 1): more workers than cores only compete with the model, and the
+    DataLoader warns about it."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1))
+
+
 def _partial_state() -> Any:
     """accelerate's PartialState; on a machine without CUDA (or with ACCELERATE_USE_CPU=1) it is asked for CPU
     processes explicitly, which is what makes `torchrun` / `accelerate launch --multi_gpu` give several CPU
@@ -246,7 +259,7 @@ def caption_images(
     max_new_tokens: int | None = None,
     num_beams: int = 1,
     repetition_penalty: float = 1.0,
-    num_workers: int = 4,
+    num_workers: int | None = None,
     dtype: str = "auto",
     limit: int | None = None,
     export_json: str | os.PathLike | None = None,
@@ -270,7 +283,7 @@ def caption_images(
         prompt / preset: the instruction; preset "detailed" (default) is Share-Captioner's prompt.
         batch_size, max_new_tokens, num_beams, repetition_penalty: generation (greedy, one beam by default;
             max_new_tokens defaults to the preset's: 500 detailed, 128 short).
-        num_workers: DataLoader processes that decode and preprocess images.
+        num_workers: DataLoader processes that decode and preprocess images (default: `default_num_workers()`).
         dtype: auto, float32, bfloat16 or float16.
         limit: caption only the first `limit` images of the source.
         export_json: also write the ShareGPT4V-PT JSON corpus of OUT to this file (after captioning).
@@ -285,21 +298,35 @@ def caption_images(
     Returns a `CaptionSummary`; its `line()` is what the command prints.
     Under `accelerate launch --num_processes N` each process captions its share; the counts are summed.
     """
+    # Every check of the input, and loading the model, come before anything is written to OUT: bad input
+    # leaves OUT as it was, and the corrected command then runs as if it were the first.
     state = _partial_state()
     rank, world = state.process_index, state.num_processes
     output = Path(output)
     prompt, default_max_new_tokens = resolve_prompt(prompt, preset)
-    check_model_format(str(model))  # before anything is written to OUT
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}.")
+    if limit is not None and limit < 0:
+        raise UsageError(f"--limit must be >= 0, got {limit}.")
+    if num_workers is not None and num_workers < 0:
+        raise UsageError(f"--num-workers must be >= 0, got {num_workers}.")
+    num_workers = default_num_workers() if num_workers is None else num_workers
+    if compile and cache == "dynamic":
+        raise UsageError(
+            "--compile needs the static cache (torch.compile cannot follow a growing cache): drop --cache dynamic."
+        )
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"--output {output} exists and is not a folder: choose a folder.")
+    from ..hub import check_model_argument
+
+    check_model_argument(str(model), "--model", "a checkpoint folder (model + processor; see `sharegpt4v convert`)")
+    check_model_format(str(model))
     settings = GenerationSettings(
         max_new_tokens=max_new_tokens or default_max_new_tokens,
         num_beams=num_beams,
         repetition_penalty=repetition_penalty,
     )
     retry = settings.for_retry(retry_repetition_penalty, retry_no_repeat_ngram_size) if retry_degenerate else None
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}.")
-    if limit is not None and limit < 0:
-        raise ValueError(f"--limit must be >= 0, got {limit}.")
 
     config = {
         "model": _model_name(str(model)),
@@ -311,21 +338,24 @@ def caption_images(
     }
     if config["image_root"] is None:  # a dataset source: how to find its images again (export)
         config["dataset"] = {"split": split, "image_column": image_column, "id_column": id_column}
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} exists and is not a folder.")
-    output.mkdir(parents=True, exist_ok=True)
-    check_run_config(output, config, is_main=state.is_main_process)
-    if retry is not None and state.is_main_process:
-        record_retry_settings(output, retry.to_dict())
+    if output.is_dir():
+        check_run_config(output, config, is_main=False)  # compare only: a changed setting is refused now
 
     with state.main_process_first():  # a Hub dataset is downloaded once
         source = list_source(images, split=split, image_column=image_column, id_column=id_column, exclude=output)
     if len(source) == 0:
         extensions = ", ".join(sorted(extension.lstrip(".") for extension in IMAGE_EXTENSIONS))
-        raise ValueError(f"No images found in {os.fspath(images)!r} (extensions: {extensions}).")
+        raise UsageError(f"No images found in {os.fspath(images)!r} (extensions: {extensions}): check --images.")
 
-    captioner_model, processor = _load_checked(str(model), dtype, state.device)  # checked above
+    try:
+        captioner_model, processor = _load_checked(str(model), dtype, state.device)  # format checked above
+    except OSError as error:  # transformers' "no weights / no processor file / not a valid repo" errors
+        raise UsageError(f"--model {model} could not be loaded: {str(error).splitlines()[0]}") from error
     engine = CaptionEngine(captioner_model, processor, prompt, cache=cache, compile=compile)
+    output.mkdir(parents=True, exist_ok=True)
+    check_run_config(output, config, is_main=state.is_main_process)
+    if retry is not None and state.is_main_process:
+        record_retry_settings(output, retry.to_dict())
     captioner = _Captioner(engine, settings, retry)
     summary = CaptionSummary(output=str(output))
     start = time.perf_counter()
@@ -347,7 +377,8 @@ def caption_images(
         disable=not show,
         smoothing=0.05,
     )
-    loader = make_loader(source, pending, processor.image_processor, batch_size, num_workers)
+    # no DataLoader (and no worker processes) when there is nothing to caption, as on a finished run's resume
+    loader = make_loader(source, pending, processor.image_processor, batch_size, num_workers) if pending else []
     for batch in loader:
         if batch.failed_keys:
             summary.failed += append_errors(output, batch.failed_keys, batch.errors, source.description)

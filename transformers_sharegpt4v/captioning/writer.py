@@ -29,6 +29,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import UsageError
+
 __all__ = [
     "SCHEMA",
     "ShardWriter",
@@ -66,6 +68,8 @@ Written by `sharegpt4v caption` (transformers-sharegpt4v). Model, prompt and gen
 from datasets import load_dataset
 captions = load_dataset("path/to/this/folder", split="train")
 ```
+
+`sharegpt4v data stats path/to/this/folder` gives caption statistics and lists degenerate captions.
 """
 # Settings that change what a caption is: a different value on an existing OUT is refused.
 FROZEN_KEYS = ("model", "prompt", "generation")
@@ -94,9 +98,11 @@ def _fsync_dir(path: Path) -> None:
 
 
 def check_run_config(output: str | os.PathLike, config: dict[str, Any], is_main: bool = True) -> None:
-    """Write OUT/run.json on the first run; on a re-run refuse settings that differ from the recorded ones.
+    """Write OUT/run.json on the first run; on a re-run refuse settings that differ from the recorded ones
+    once OUT holds captions (a run.json without any committed shard is replaced: there is nothing to mix).
+    With `is_main=False` only compare (other processes, or a check before anything is written).
 
-    Raises ValueError naming each changed setting, its recorded and its new value.
+    Raises UsageError naming each changed setting, its recorded and its new value.
     """
     output = Path(output)
     path = output / RUN_FILE
@@ -107,13 +113,14 @@ def check_run_config(output: str | os.PathLike, config: dict[str, Any], is_main:
             for key in FROZEN_KEYS
             if recorded.get(key) != config.get(key)
         ]
-        if changed:
-            raise ValueError(
+        if changed and list_shards(output):
+            raise UsageError(
                 f"{output} already holds captions made with other settings ({'; '.join(changed)}). Mixing them "
                 f"would make one corpus of two kinds of captions. Re-run with the recorded settings (see {path}) "
                 "to resume, or pass a new --output folder."
             )
-        return
+        if not changed:
+            return
     if is_main:
         (output / DATA_DIR).mkdir(parents=True, exist_ok=True)
         _fsync_write(path, json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -8,51 +8,46 @@
 The command line is `sharegpt4v data build|export|stats|push` (corpora/cli.py).
 """
 
-from .build import BuildResult, build_corpus, corpus_features, read_report
-from .export import export_corpus, iter_corpus_rows, load_corpus, record_from_row
-from .hub import push_corpus
-from .images import ImageChecker, check_image_file
-from .reader import JSONListReader, MalformedRecord, iter_json_records
-from .records import (
-    IMAGE_TAG,
-    SKIP_REASONS,
-    InvalidRecord,
-    Record,
-    check_record,
-    conversations_to_messages,
-    messages_to_conversations,
-    parse_record,
-    source_of,
-)
-from .stats import CaptionStats, DegenerateRule, corpus_stats, find_repetition, words_of
+from importlib import import_module
+from typing import Any
 
-__all__ = [
-    "IMAGE_TAG",
-    "SKIP_REASONS",
-    "BuildResult",
-    "CaptionStats",
-    "DegenerateRule",
-    "ImageChecker",
-    "InvalidRecord",
-    "JSONListReader",
-    "MalformedRecord",
-    "Record",
-    "build_corpus",
-    "check_image_file",
-    "check_record",
-    "conversations_to_messages",
-    "corpus_features",
-    "corpus_stats",
-    "export_corpus",
-    "find_repetition",
-    "iter_corpus_rows",
-    "iter_json_records",
-    "load_corpus",
-    "messages_to_conversations",
-    "parse_record",
-    "push_corpus",
-    "read_report",
-    "record_from_row",
-    "source_of",
-    "words_of",
-]
+# Names load on first use (pyarrow, datasets, huggingface_hub come with them): `sharegpt4v data --help` and the
+# light modules of this package (cli.py) cost nothing to import.
+_NAMES = {
+    "BuildResult": "build",
+    "build_corpus": "build",
+    "corpus_features": "build",
+    "read_report": "build",
+    "export_corpus": "export",
+    "iter_corpus_rows": "export",
+    "load_corpus": "export",
+    "record_from_row": "export",
+    "push_corpus": "hub",
+    "ImageChecker": "images",
+    "check_image_file": "images",
+    "JSONListReader": "reader",
+    "MalformedRecord": "reader",
+    "iter_json_records": "reader",
+    "IMAGE_TAG": "records",
+    "SKIP_REASONS": "records",
+    "InvalidRecord": "records",
+    "Record": "records",
+    "check_record": "records",
+    "conversations_to_messages": "records",
+    "messages_to_conversations": "records",
+    "parse_record": "records",
+    "source_of": "records",
+    "CaptionStats": "stats",
+    "DegenerateRule": "stats",
+    "corpus_stats": "stats",
+    "find_repetition": "stats",
+    "words_of": "stats",
+}
+
+__all__ = sorted(_NAMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _NAMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_NAMES[name]}", __name__), name)

@@ -6,6 +6,9 @@ worker processes (images.py) while the next batch is read -> the records of a ch
 appended to the current parquet shard (pyarrow, set up as `datasets` writes parquet). Nothing grows with
 the corpus except the set of seen ids and the per-path check cache. Skipped records are appended to one temporary file per
 reason and gathered into report.json at the end.
+
+Everything is written to a hidden folder beside OUT and moved into OUT only when the build is complete: a
+build that fails (bad input, Ctrl-C, a crash) leaves OUT as it was, so the same command runs again as is.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import shlex
 import shutil
+import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterator, Sequence
@@ -27,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..errors import MissingFileError, UsageError
 from .card import write_dataset_card
 from .images import ImageChecker
 from .reader import JSONListReader, MalformedRecord
@@ -114,6 +119,15 @@ class _SkipLog:
                 handle.write(("," if line_number else "") + "\n      " + line.rstrip("\n"))
             handle.write("\n    ]")
         handle.write("\n  }" if self._files else "}")
+
+    def first(self, reason: str) -> dict[str, Any] | None:
+        """The first record skipped for `reason`, as logged."""
+        temp = self._files.get(reason)
+        if temp is None:
+            return None
+        temp.flush()
+        with open(temp.name, encoding="utf-8") as handle:
+            return json.loads(handle.readline())
 
     def close(self) -> None:
         for temp in self._files.values():
@@ -219,17 +233,66 @@ def _default_command(json_files, image_root, output_dir, embed_images, push_to_h
     return shlex.join(words)
 
 
-def _prepare_output(output_dir: Path, overwrite: bool) -> None:
-    ours = [output_dir / DATA_DIR, output_dir / "README.md", output_dir / REPORT_FILE]
-    if output_dir.exists() and any(output_dir.iterdir()):
-        if not overwrite:
-            raise ValueError(
-                f"Output folder {output_dir} is not empty. Choose a new folder, or pass --overwrite "
-                "(overwrite=True) to replace its data/, README.md and report.json."
-            )
-        for path in ours:
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-    (output_dir / DATA_DIR).mkdir(parents=True, exist_ok=True)
+def _check_output(output_dir: Path, overwrite: bool) -> None:
+    """Refuse an OUT that would be clobbered; nothing is written here."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UsageError(f"--output {output_dir} exists and is not a folder: choose a folder.")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise UsageError(
+            f"Output folder {output_dir} is not empty. Choose a new folder, or pass --overwrite to replace its "
+            "data/, README.md and report.json."
+        )
+
+
+def _check_json_list(path: str | os.PathLike) -> None:
+    """Read up to the first record, so that a file that is not a JSON list fails before anything starts."""
+    elements = iter(JSONListReader(path))
+    try:
+        next(elements, None)
+    finally:
+        elements.close()
+
+
+def _first_missing_ancestor(path: Path) -> Path | None:
+    """The outermost folder of `path` (itself included) that does not exist yet, or None."""
+    missing = None
+    while not path.exists() and path != path.parent:
+        missing, path = path, path.parent
+    return missing
+
+
+def _commit(staging: Path, output_dir: Path) -> None:
+    """Move a finished build from `staging` into OUT, replacing the data/, README.md and report.json it held."""
+    if not output_dir.exists():
+        staging.rename(output_dir)
+        return
+    for name in (DATA_DIR, "README.md", REPORT_FILE):
+        old = output_dir / name
+        shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+    for item in staging.iterdir():
+        item.rename(output_dir / item.name)
+    staging.rmdir()
+
+
+def _nothing_usable(json_files: Sequence, builder: _Builder, image_root: str | os.PathLike) -> UsageError:
+    names = ", ".join(str(path) for path in json_files)
+    if builder.records_read == 0:
+        return UsageError(f"{names}: the JSON list is empty, so there is nothing to build. Nothing was written.")
+    counts = builder.skips.counts
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in counts.most_common())
+    reason = counts.most_common(1)[0][0]
+    first = builder.skips.first(reason) or {}
+    fix = (
+        f"The records' image paths are relative to --image-root ({image_root}): give the folder that holds "
+        "coco/, sam/, llava/, ..."
+        if reason == "missing_image"
+        else "Fix the records (the README lists what makes a record unusable)"
+    )
+    return UsageError(
+        f"no record of {names} was usable: all {builder.records_read:,} skipped ({reasons}; first: record "
+        f"{first.get('id')!r}, {reason}: {first.get('detail')}). {fix}, then run the command again. Nothing was "
+        "written."
+    )
 
 
 class _Builder:
@@ -358,6 +421,7 @@ def build_corpus(
     private: bool | None = None,
     command: str | None = None,
     progress: bool = True,
+    require_records: bool = False,
 ) -> BuildResult:
     """Convert LLaVA/ShareGPT4V JSON corpora into a dataset folder `output_dir` that
     `datasets.load_dataset(output_dir, split="train")` and `trl sft` load directly.
@@ -365,35 +429,58 @@ def build_corpus(
     Bad records are skipped and listed in `output_dir/report.json` (see `SKIP_REASONS`). Without
     `embed_images` rows reference the image files by absolute path (valid on this machine); with it the
     bytes are stored in the shards (what the Hub needs; `push_to_hub` embeds them in any case).
+
+    The build is written beside `output_dir` and moved into it at the end, so an error leaves `output_dir` as
+    it was. Bad input (a missing file, a file that is not a JSON list, a non-empty `output_dir` without
+    `overwrite`) raises `UsageError`; so does a build that keeps no record when `require_records` (the
+    command line's choice: nothing is written then, and the message says what the records lacked).
     """
     started = time.perf_counter()
     json_files = [json_files] if isinstance(json_files, (str, os.PathLike)) else list(json_files)
     if not json_files:
-        raise ValueError("No JSON corpus given: pass at least one --json FILE.")
+        raise UsageError("No JSON corpus given: pass at least one --json FILE.")
     for path in json_files:
         if not Path(path).is_file():
-            raise ValueError(f"Corpus file {path} does not exist.")
+            raise MissingFileError(f"Corpus file {path} does not exist: check --json.")
     if not Path(image_root).is_dir():
-        raise ValueError(f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ...")
+        raise MissingFileError(
+            f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ... as --image-root."
+        )
     output_dir = Path(output_dir)
-    _prepare_output(output_dir, overwrite)
+    _check_output(output_dir, overwrite)
+    for path in json_files:
+        _check_json_list(path)
     command = command or _default_command(json_files, image_root, output_dir, embed_images, push_to_hub)
 
-    total_bytes = sum(Path(path).stat().st_size for path in json_files)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not progress)
-    with frozen_gc(), ImageChecker(image_root, num_workers) as checker:
-        builder = _Builder(output_dir, checker, embed_images, max_shard_bytes)
-        try:
-            for json_file in json_files:
-                builder.read(json_file, batch_size, bar)
-            shards = builder.writer.close()
-            bar.close()
-            report = builder.report(command, shards, time.perf_counter() - started)
-            _write_report(output_dir / REPORT_FILE, report, builder.skips)
-        finally:
-            builder.skips.close()
-            bar.close()
-    write_dataset_card(output_dir, report)
+    final = output_dir.resolve()  # `.` has no name to put beside it
+    created = _first_missing_ancestor(final.parent)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
+    try:
+        (staging / DATA_DIR).mkdir()
+        total_bytes = sum(Path(path).stat().st_size for path in json_files)
+        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not progress)
+        with frozen_gc(), ImageChecker(image_root, num_workers) as checker:
+            builder = _Builder(staging, checker, embed_images, max_shard_bytes)
+            try:
+                for json_file in json_files:
+                    builder.read(json_file, batch_size, bar)
+                shards = builder.writer.close()
+                bar.close()
+                if require_records and builder.writer.rows_written == 0:
+                    raise _nothing_usable(json_files, builder, image_root)
+                report = builder.report(command, shards, time.perf_counter() - started)
+                _write_report(staging / REPORT_FILE, report, builder.skips)
+            finally:
+                builder.skips.close()
+                bar.close()
+        write_dataset_card(staging, report)
+        _commit(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
     result = BuildResult(
         output_dir,
         report["records_read"],

@@ -10,6 +10,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from .records import messages_to_conversations
 
 __all__ = ["export_corpus", "iter_corpus_rows", "load_corpus", "record_from_row", "write_json_list"]
@@ -37,13 +38,13 @@ def _relative_path(path: str, image_root: str | None, record_id: str) -> str:
     if not os.path.isabs(path):
         return path  # embedded images keep their path under the data root
     if image_root is None:
-        raise ValueError(
+        raise UsageError(
             f"Record {record_id!r} references the absolute image path {path!r} and no image root is known: "
-            "pass --image-root (image_root=...) with the folder the corpus was built from."
+            "pass --image-root with the folder the corpus was built from."
         )
     prefix = image_root.rstrip(os.sep) + os.sep
     if not path.startswith(prefix):
-        raise ValueError(f"Record {record_id!r}: image {path!r} is not under the image root {image_root!r}.")
+        raise UsageError(f"Record {record_id!r}: image {path!r} is not under the image root {image_root!r}.")
     return path[len(prefix) :]
 
 
@@ -58,7 +59,7 @@ def record_from_row(row: dict[str, Any], image_root: str | None = None) -> dict[
     try:
         record["conversations"] = messages_to_conversations(row["messages"])
     except ValueError as error:
-        raise ValueError(f"Record {row['id']!r}: {error}") from error
+        raise UsageError(f"Record {row['id']!r}: {error}") from error
     return record
 
 

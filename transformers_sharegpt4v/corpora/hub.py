@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from .build import DATA_DIR, REPORT_FILE, corpus_features, open_parquet_writer, read_report
 from .card import render_dataset_card
 
@@ -60,12 +61,15 @@ def push_corpus(
     output_dir = Path(output_dir)
     report = read_report(output_dir)
     if report is None:
-        raise ValueError(f"{output_dir} has no {REPORT_FILE}: build it first with `sharegpt4v data build`.")
+        raise UsageError(f"{output_dir} has no {REPORT_FILE}: build it first with `sharegpt4v data build`.")
     shards = [output_dir / name for name in report["shards"]]
     missing = [str(path) for path in shards if not path.is_file()]
     if missing:
-        raise ValueError(f"{output_dir} is incomplete: shard(s) {missing} are missing; rebuild the corpus.")
+        raise UsageError(f"{output_dir} is incomplete: shard(s) {missing} are missing; rebuild the corpus.")
 
+    # the repo first: no network, offline mode or no write access fail here, before the images are embedded
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     staging = output_dir / ".hub-upload"
     try:
         if not report["embed_images"]:
@@ -74,8 +78,6 @@ def push_corpus(
                 _embed_shard(shard, staging / DATA_DIR / shard.name, report["image_root"])
             shards = [staging / DATA_DIR / shard.name for shard in shards]
         card = render_dataset_card(report, embedded=True, repo_id=repo_id)
-        api = HfApi(token=token)
-        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         uploaded = {f"{DATA_DIR}/{shard.name}" for shard in shards}
         stale = [
             name

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import UsageError
+
 __all__ = ["JSONListReader", "MalformedRecord", "iter_json_records"]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -114,11 +116,12 @@ class JSONListReader:
     def _elements(self) -> Iterator[tuple[int, Any]]:
         self._skip_whitespace(0)
         if self._pos >= len(self._buffer):
-            raise ValueError(f"{self.path} is empty: expected a JSON list of records ([{{...}}, ...]).")
+            raise UsageError(f"{self.path} is empty: expected a JSON list of records ([{{...}}, ...]).")
         if self._buffer[self._pos] != "[":
-            raise ValueError(
+            raise UsageError(
                 f"{self.path} is not a JSON list: it starts with {self._buffer[self._pos : self._pos + 20]!r} "
-                "instead of '['. The LLaVA/ShareGPT4V corpora are one JSON list of records."
+                "instead of '['. Give a LLaVA/ShareGPT4V corpus: one JSON list of records "
+                '([{"id": ..., "image": ..., "conversations": [...]}, ...]).'
             )
         self._pos += 1
         index = 0

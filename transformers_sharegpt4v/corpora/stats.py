@@ -13,16 +13,18 @@ of up to 64 words or punctuation marks repeated 3+ times in a row, the loop cove
 
 from __future__ import annotations
 
+import os
 import re
 from array import array
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..degenerate import DegenerateRule, find_repetition, find_text_repetition
 
-__all__ = ["CaptionStats", "DegenerateRule", "corpus_stats", "find_repetition", "words_of"]
+__all__ = ["CaptionStats", "DegenerateRule", "caption_folder_shards", "corpus_stats", "find_repetition", "words_of"]
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
@@ -113,19 +115,45 @@ class CaptionStats:
         return result
 
 
+def caption_folder_shards(folder: str | os.PathLike) -> list[Path] | None:
+    """The parquet shards of a `sharegpt4v caption` output folder (run.json beside data/*.parquet, a `caption`
+    column), or None when `folder` is not one."""
+    folder = Path(folder)
+    if not (folder / "run.json").is_file():
+        return None
+    return sorted(p for p in (folder / "data").glob("*.parquet") if not p.name.startswith("."))
+
+
+def _caption_rows(shards: list[Path]):
+    """(image, caption) of every row of a caption folder, a record batch at a time."""
+    import pyarrow.parquet as pq
+
+    for shard in shards:
+        for batch in pq.ParquetFile(shard).iter_batches(columns=["image", "caption"], batch_size=4096):
+            yield from zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True)
+
+
 def corpus_stats(dataset, *, rule: DegenerateRule | None = None, progress: bool = True) -> dict[str, Any]:
     """Caption statistics of a built corpus (folder or Hub repo id), streamed: characters and words per
     caption (mean, median, p95, min, max), vocabulary size, distinct bigrams, and `degenerate_captions`:
     one `{id, phrase, repeats, coverage}` per flagged caption (`transformers_sharegpt4v.degenerate`: the
-    phrase, how many times in a row it comes back, and the share of the caption's units the loop covers)."""
+    phrase, how many times in a row it comes back, and the share of the caption's units the loop covers).
+    A `sharegpt4v caption` output folder works too: its captions are counted, with the image as id."""
     from tqdm.auto import tqdm
 
     from .build import frozen_gc
     from .export import load_corpus
 
     stats = CaptionStats(full=True, rule=rule or DegenerateRule())
-    rows = load_corpus(dataset, streaming=True, columns=["id", "messages"])
+    shards = caption_folder_shards(dataset) if Path(dataset).is_dir() else None
     with frozen_gc():
-        for row in tqdm(rows, desc="caption stats", unit=" records", disable=not progress):
-            stats.add_messages(row["id"], row["messages"])
+        if shards is not None:
+            for image, caption in tqdm(
+                _caption_rows(shards), desc="caption stats", unit=" captions", disable=not progress
+            ):
+                stats.add(image, caption)
+        else:
+            rows = load_corpus(dataset, streaming=True, columns=["id", "messages"])
+            for row in tqdm(rows, desc="caption stats", unit=" records", disable=not progress):
+                stats.add_messages(row["id"], row["messages"])
     return {**stats.summary(), "degenerate_captions": stats.degenerate}

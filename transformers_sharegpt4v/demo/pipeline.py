@@ -19,6 +19,7 @@ on a CPU core; the real geometry (336/14, 576 tokens) is what the tests use.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,6 +37,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..errors import UsageError
 from .world import (
     SHAPES,
     Scene,
@@ -56,9 +59,9 @@ VARIANTS = ("short", "detailed")
 
 @dataclass
 class DemoSettings:
-    """Sizes of the miniature. The defaults fit in about 10 minutes on 2 CPU cores."""
+    """Sizes of the miniature. The defaults took 6.4 minutes on 2 idle CPU cores (15 on 2 busy ones)."""
 
-    output: Path = Path("sharegpt4v-demo")
+    output: Path = Path("outputs/sharegpt4v-demo")
     seed: int = 0
     num_seeds: int = 3
     n_pretrain: int = 3000
@@ -115,9 +118,11 @@ def make_world(settings: DemoSettings) -> dict[str, list[Scene]]:
     world = {split: [sample_scene(rng) for _ in range(n)] for split, n in sizes.items()}
     folder = settings.output / "data" / "images"
     folder.mkdir(parents=True, exist_ok=True)
-    for split, scenes in world.items():
-        for i, scene in enumerate(tqdm(scenes, desc=f"render {split}", disable=not settings.progress, leave=False)):
-            render_scene(scene, settings.image_size).save(folder / f"{split}_{i:05d}.png")
+    with _bar(settings, 1, "render scenes", sum(sizes.values()), "scene") as bar:
+        for split, scenes in world.items():
+            for i, scene in enumerate(scenes):
+                render_scene(scene, settings.image_size).save(folder / f"{split}_{i:05d}.png")
+                bar.update(1)
     return world
 
 
@@ -165,13 +170,16 @@ def build_datasets(settings: DemoSettings, corpora: dict[str, Path]) -> dict[str
     from ..corpora import build_corpus
 
     out = {}
-    for name in ("pretrain_short", "pretrain_detailed", "finetune"):
-        out[name] = settings.output / "datasets" / name
-        result = build_corpus(
-            corpora[name], settings.output / "data", out[name], overwrite=True, num_workers=1, progress=False
-        )
-        if result.skipped or result.records_written == 0:
-            raise RuntimeError(f"The demo corpus {corpora[name]} has bad records: {result.summary()}")
+    names = ("pretrain_short", "pretrain_detailed", "finetune")
+    with _bar(settings, 2, "build corpora", len(names), "corpus") as bar:
+        for name in names:
+            out[name] = settings.output / "datasets" / name
+            result = build_corpus(
+                corpora[name], settings.output / "data", out[name], overwrite=True, num_workers=1, progress=False
+            )
+            if result.skipped or result.records_written == 0:
+                raise RuntimeError(f"The demo corpus {corpora[name]} has bad records: {result.summary()}")
+            bar.update(1)
     return out
 
 
@@ -206,28 +214,35 @@ def _train_tokenizer(settings: DemoSettings, corpora: dict[str, Path]) -> Path:
 
 def make_base_checkpoints(settings: DemoSettings, corpora: dict[str, Path]) -> dict[int, Path]:
     """Per seed: a random tiny CLIP and Llama, assembled with `sharegpt4v init` (what stage 1 starts from)."""
+    with _bar(settings, 3, "make checkpoints", 1 + len(settings.seeds), "step") as bar:
+        tokenizer_dir = _train_tokenizer(settings, corpora)
+        bar.update(1)
+        inits = {}
+        for seed in settings.seeds:
+            inits[seed] = _base_checkpoint(settings, tokenizer_dir, seed)
+            bar.update(1)
+    return inits
+
+
+def _base_checkpoint(settings: DemoSettings, tokenizer_dir: Path, seed: int) -> Path:
     import torch
     from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     from ..training.init_model import init_checkpoint
 
-    tokenizer_dir = _train_tokenizer(settings, corpora)
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-    inits = {}
-    for seed in settings.seeds:
-        base = settings.output / "base" / f"seed{seed}"
-        torch.manual_seed(seed)
-        vision = CLIPVisionModel(
-            CLIPVisionConfig(image_size=settings.image_size, patch_size=settings.patch_size, **settings.vision)
-        )
-        vision.save_pretrained(base / "vision")
-        llm = LlamaForCausalLM(
-            LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **settings.text, pad_token_id=None)
-        )
-        llm.save_pretrained(base / "llm")
-        tokenizer.save_pretrained(base / "llm")
-        inits[seed] = init_checkpoint(base / "init", vision=str(base / "vision"), llm=str(base / "llm"), seed=seed)
-    return inits
+    base = settings.output / "base" / f"seed{seed}"
+    torch.manual_seed(seed)
+    vision = CLIPVisionModel(
+        CLIPVisionConfig(image_size=settings.image_size, patch_size=settings.patch_size, **settings.vision)
+    )
+    vision.save_pretrained(base / "vision")
+    llm = LlamaForCausalLM(
+        LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=512, **settings.text, pad_token_id=None)
+    )
+    llm.save_pretrained(base / "llm")
+    tokenizer.save_pretrained(base / "llm")
+    return init_checkpoint(base / "init", vision=str(base / "vision"), llm=str(base / "llm"), seed=seed)
 
 
 # -------------------------------------------------------------------------------------------- 3. training
@@ -263,7 +278,18 @@ def _recipe(settings: DemoSettings, stage: str, model: Path, dataset: Path, outp
     }
 
 
-def _run_train(recipe: dict, path: Path, log: Path) -> None:
+def _logged_steps(log: Path, logging_steps: int, max_steps: int) -> int:
+    """Training steps done so far, from the trainer's log lines (one `{'loss': ...}` per `logging_steps`)."""
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return 0
+    return min(max_steps, logging_steps * (text.count("'loss'") + text.count('"loss"')))
+
+
+def _run_train(recipe: dict, path: Path, log: Path, on_steps: Callable[[int], None] = lambda steps: None) -> None:
+    """`sharegpt4v train --config PATH` in a subprocess, its output in `log`; `on_steps(n)` is called as the
+    log shows n more steps done (the demo's progress bar), and with the rest when the run ends."""
     import yaml
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -271,14 +297,35 @@ def _run_train(recipe: dict, path: Path, log: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [sys.executable, "-m", "transformers_sharegpt4v.cli", "train", "--config", str(path)]
     log.parent.mkdir(parents=True, exist_ok=True)
+    reported = 0
     with log.open("w") as handle:
-        result = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
-    if result.returncode != 0:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        while True:
+            try:
+                returncode = process.wait(timeout=2.0)
+            except subprocess.TimeoutExpired:
+                returncode = None
+            done = _logged_steps(log, recipe["logging_steps"], recipe["max_steps"])
+            if returncode == 0:
+                done = recipe["max_steps"]
+            if done > reported:
+                on_steps(done - reported)
+                reported = done
+            if returncode is not None:
+                break
+    if returncode != 0:
         tail = log.read_text()[-3000:]
         raise RuntimeError(f"Training failed ({' '.join(command)}); log {log}:\n{tail}")
 
 
-def train_variant(settings: DemoSettings, seed: int, variant: str, init: Path, datasets: dict[str, Path]) -> Path:
+def train_variant(
+    settings: DemoSettings,
+    seed: int,
+    variant: str,
+    init: Path,
+    datasets: dict[str, Path],
+    on_steps: Callable[[int], None] = lambda steps: None,
+) -> Path:
     """Stage 1 on the variant's captions, then stage 2 on the shared fine-tuning data."""
     run = settings.output / "runs" / f"seed{seed}" / variant
     for stage, model, dataset in (
@@ -286,7 +333,8 @@ def train_variant(settings: DemoSettings, seed: int, variant: str, init: Path, d
         ("finetune", run / "pretrain", datasets["finetune"]),
     ):
         recipe = _recipe(settings, stage, model, dataset, run / stage, seed)
-        _run_train(recipe, settings.output / "recipes" / f"seed{seed}_{variant}_{stage}.yaml", run / f"{stage}.log")
+        path = settings.output / "recipes" / f"seed{seed}_{variant}_{stage}.yaml"
+        _run_train(recipe, path, run / f"{stage}.log", on_steps)
     return run / "finetune"
 
 
@@ -394,40 +442,87 @@ def _set_torch_threads(n: int) -> int:
     return previous
 
 
+PHASES = 5
+
+
+def _bar(settings: DemoSettings, phase: int, name: str, total: int, unit: str, position: int = 0) -> tqdm:
+    """The progress bar of one phase of the demo ("[2/5] build corpora"), kept on screen when done."""
+    return tqdm(
+        total=total, desc=f"[{phase}/{PHASES}] {name}", unit=f" {unit}", disable=not settings.progress,
+        position=position, leave=True, dynamic_ncols=True,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _library_bars_off():
+    """transformers', huggingface_hub's and datasets' own progress bars (weights loading and writing) off:
+    they would run into the demo's. Restored afterwards."""
+    import datasets
+    import huggingface_hub.utils as hub_utils
+    from transformers.utils import logging as transformers_logging
+
+    states = (
+        transformers_logging.is_progress_bar_enabled(),
+        not hub_utils.are_progress_bars_disabled(),
+        datasets.is_progress_bar_enabled(),
+    )
+    transformers_logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if states[0]:
+            transformers_logging.enable_progress_bar()
+        if states[1]:
+            hub_utils.enable_progress_bars()
+        if states[2]:
+            datasets.enable_progress_bars()
+
+
 def run_demo(settings: DemoSettings) -> dict[str, Any]:
     """Run the whole miniature and write OUTPUT/report.md; returns the numbers of the report."""
+    if settings.num_seeds < 1:
+        raise UsageError(f"--num-seeds must be at least 1, got {settings.num_seeds}.")
+    if settings.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {settings.jobs}.")
+    with _library_bars_off():
+        return _run_demo(settings)
+
+
+def _run_demo(settings: DemoSettings) -> dict[str, Any]:
     from .report import write_report
 
-    if settings.num_seeds < 1:
-        raise ValueError(f"num_seeds must be at least 1, got {settings.num_seeds}.")
     started = time.perf_counter()
     settings.output.mkdir(parents=True, exist_ok=True)
-    runs = [(seed, variant) for seed in settings.seeds for variant in VARIANTS]
-    bar = tqdm(total=3 + len(runs) + 1, desc="demo", disable=not settings.progress)
-
-    def step(name: str) -> None:
-        bar.set_postfix_str(name)
-        bar.update(1)
-
     world = make_world(settings)
-    step("world")
     corpora = write_corpora(settings, world)
     datasets = build_datasets(settings, corpora)
-    step("corpora")
     inits = make_base_checkpoints(settings, corpora)
-    step("checkpoints")
     questions = json.loads(corpora["test_questions"].read_text())
 
     # `jobs` runs (seed, variant) pairs at once, each training in its own process; a pair is evaluated as
     # soon as it is trained, one evaluation at a time (remote-code loading is not thread-safe), while the
     # other workers keep training. Detailed captions are longer, so a shared queue balances the load.
+    runs = [(seed, variant) for seed in settings.seeds for variant in VARIANTS]
+    steps = len(runs) * (settings.pretrain_steps + settings.finetune_steps)
+    train_bar = _bar(settings, 4, "train (both stages, every seed and variant)", steps, "step")
+    evaluate_bar = _bar(settings, 5, "evaluate (caption and answer held-out scenes)", len(runs), "model", 1)
+    lock = threading.Lock()
+
+    def on_steps(count: int) -> None:
+        with lock:
+            train_bar.update(count)
+
     torch_threads = _set_torch_threads(1)
     evaluation = threading.Lock()
 
     def run_pair(seed: int, variant: str) -> tuple[int, str, dict]:
-        final = train_variant(settings, seed, variant, inits[seed], datasets)
+        final = train_variant(settings, seed, variant, inits[seed], datasets, on_steps)
         with evaluation:
             scores = evaluate(settings, final, world, questions)
+        with lock:
+            evaluate_bar.update(1)
         return seed, variant, {"seed": seed, "model": str(final), **scores}
 
     finished: dict[tuple[int, str], dict] = {}
@@ -436,35 +531,53 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
             for future in as_completed([pool.submit(run_pair, s, v) for s, v in runs]):
                 seed, variant, result = future.result()
                 finished[(seed, variant)] = result
-                step(f"seed {seed} {variant}")
     finally:
         _set_torch_threads(torch_threads)
+        train_bar.close()
+        evaluate_bar.close()
     results = {v: [finished[(s, v)] for s in settings.seeds] for v in VARIANTS}
     numbers = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        "fast": _is_fast(settings),
         "baselines": baselines(settings, world, corpora),
         "results": results,
         "seconds": time.perf_counter() - started,
     }
     (settings.output / "results.json").write_text(json.dumps(numbers, indent=1))
     report = write_report(settings, numbers, world, questions)
-    step("report")
-    bar.close()
     numbers["report"] = str(report)
     return numbers
 
 
+def _is_fast(settings: DemoSettings) -> bool:
+    """True for the --fast sizes (a few training steps: the scores say nothing about learning)."""
+    return settings.pretrain_steps <= FAST["pretrain_steps"] and settings.finetune_steps <= FAST["finetune_steps"]
+
+
 def summary_line(numbers: dict[str, Any]) -> str:
+    from .report import FAST_NOTE
+
     def mean(variant: str, key: str) -> float:
         return statistics.mean(r[key] for r in numbers["results"][variant])
 
     b = numbers["baselines"]
-    return (
+    line = (
         f"demo: caption F1 detailed {mean('detailed', 'caption_f1'):.2f} / short {mean('short', 'caption_f1'):.2f} "
         f"(chance {b['caption_f1_chance']:.2f}); QA accuracy detailed {mean('detailed', 'qa_accuracy'):.2f} / short "
         f"{mean('short', 'qa_accuracy'):.2f} (prior {b['qa_prior_accuracy']:.2f}); "
         f"{len(numbers['results']['detailed'])} seed(s), {numbers['seconds']:.0f} s; report {numbers['report']}"
     )
+    return (FAST_NOTE + "\n" + line) if numbers.get("fast") else line
+
+
+def start_line(settings: DemoSettings) -> str:
+    """What the demo is about to do, where, and for how long."""
+    duration = (
+        "about 1 minute on 2 idle CPU cores"
+        if _is_fast(settings)
+        else "measured: 6.4 minutes on 2 idle CPU cores, 15 on 2 busy ones, with the default sizes"
+    )
+    return f"sharegpt4v demo: writing to {settings.output} ({duration})"
 
 
 def settings_from_args(args: Any) -> DemoSettings:

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import statistics
-import textwrap
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from .world import Scene, detailed_caption
+
+# The --fast run's warning (pipeline.py has the same words for the summary line).
+FAST_NOTE = (
+    "--fast: a few training steps only, so these scores say nothing about learning (the models cannot have "
+    "learnt yet; zeros are expected); it checks that every step runs. Run without --fast for the experiment."
+)
 
 COLOURS = {"short": (230, 140, 40), "detailed": (40, 110, 200)}
 INK, GRID, WHITE = (30, 30, 30), (215, 215, 215), (255, 255, 255)
@@ -31,16 +36,50 @@ def _loss_curve(run_dir: Path) -> list[tuple[int, float]]:
     return [(h["step"], h["loss"]) for h in history if "loss" in h]
 
 
+def _font(size: int) -> ImageFont.ImageFont:
+    """PIL's bundled font at `size` px (a scalable one since Pillow 10.1; the old bitmap font otherwise)."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        return ImageFont.load_default()
+
+
+TITLE, TEXT, SMALL = _font(16), _font(13), _font(12)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels: broken between words, and inside a word only when the
+    word alone is wider (an untrained model's "........")."""
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and draw.textlength(candidate, font=font) <= width:
+            lines[-1] = candidate
+            continue
+        while draw.textlength(word, font=font) > width:
+            cut = max(1, max(n for n in range(1, len(word) + 1) if draw.textlength(word[:n], font=font) <= width))
+            lines.append(word[:cut])
+            word = word[cut:]
+        lines.append(word)
+    return lines
+
+
+def _line_height(font: ImageFont.ImageFont) -> int:
+    left, top, right, bottom = font.getbbox("Ag")
+    return bottom - top + 4
+
+
 def _bars(
     draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str, groups: dict, baseline: float, label: str
 ) -> None:
-    """Bar chart in `box`: one bar per variant (mean), whiskers for min..max over seeds, a dashed baseline."""
+    """Bar chart in `box`: one bar per variant (mean), whiskers for min..max over seeds, a dashed baseline
+    labelled in the right margin (never on a bar), value and name under each bar."""
     x0, y0, x1, y1 = box
-    draw.text((x0, y0 - 18), title, fill=INK)
+    draw.text((x0, y0 - 30), title, fill=INK, font=TITLE)
     for tick in range(0, 11, 2):
         y = y1 - (y1 - y0) * tick / 10
         draw.line([(x0, y), (x1, y)], fill=GRID)
-        draw.text((x0 - 28, y - 6), f"{tick / 10:.1f}", fill=INK)
+        draw.text((x0 - 8, y), f"{tick / 10:.1f}", fill=INK, font=SMALL, anchor="rm")
     width = (x1 - x0) // (2 * len(groups) + 1)
     for i, (variant, values) in enumerate(groups.items()):
         left = x0 + width * (2 * i + 1)
@@ -52,41 +91,42 @@ def _bars(
         draw.line([(mid, y1 - (y1 - y0) * lo), (mid, y1 - (y1 - y0) * hi)], fill=INK, width=2)
         for v in values:
             draw.ellipse([mid - 3, y1 - (y1 - y0) * v - 3, mid + 3, y1 - (y1 - y0) * v + 3], outline=INK)
-        draw.text((left, y1 + 4), f"{variant}\n{mean:.2f}", fill=INK)
+        draw.text((mid, y1 + 6), f"{variant} {mean:.2f}", fill=INK, font=TEXT, anchor="ma")
     y = y1 - (y1 - y0) * baseline
     for x in range(x0, x1, 10):
         draw.line([(x, y), (x + 5, y)], fill=(200, 30, 30), width=2)
-    draw.text((x1 - 120, y - 16), f"{label} {baseline:.2f}", fill=(200, 30, 30))
+    draw.text((x1 + 6, y), f"{label}\n{baseline:.2f}", fill=(200, 30, 30), font=SMALL, anchor="lm")
 
 
 def _curves(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], title: str, curves: dict[str, list]) -> None:
     x0, y0, x1, y1 = box
-    draw.text((x0, y0 - 18), title, fill=INK)
+    draw.text((x0, y0 - 30), title, fill=INK, font=TITLE)
     points = [p for runs in curves.values() for run in runs for p in run]
     if not points:
-        draw.text((x0 + 10, y0 + 10), "no logged steps", fill=INK)
+        draw.text((x0 + 10, y0 + 10), "no logged steps", fill=INK, font=TEXT)
         return
     max_step = max(s for s, _ in points) or 1
     max_loss = max(v for _, v in points) or 1.0
     draw.rectangle(box, outline=GRID)
     for tick in range(5):
         y = y1 - (y1 - y0) * tick / 4
-        draw.text((x0 - 34, y - 6), f"{max_loss * tick / 4:.1f}", fill=INK)
+        draw.text((x0 - 8, y), f"{max_loss * tick / 4:.1f}", fill=INK, font=SMALL, anchor="rm")
     for variant, runs in curves.items():
         for run in runs:
             xy = [(x0 + (x1 - x0) * s / max_step, y1 - (y1 - y0) * v / max_loss) for s, v in run]
             if len(xy) > 1:
                 draw.line(xy, fill=COLOURS[variant], width=2)
-    draw.text((x1 - 60, y1 + 4), f"step {max_step}", fill=INK)
+    draw.text((x0, y1 + 6), "step 0", fill=INK, font=SMALL)
+    draw.text((x1, y1 + 6), f"step {max_step}", fill=INK, font=SMALL, anchor="ra")
 
 
 def draw_scores(numbers: dict[str, Any], curves: dict[str, dict[str, list]], path: Path) -> Path:
-    image = Image.new("RGB", (1000, 640), WHITE)
+    image = Image.new("RGB", (1060, 700), WHITE)
     draw = ImageDraw.Draw(image)
     results, base = numbers["results"], numbers["baselines"]
     _bars(
         draw,
-        (60, 40, 460, 270),
+        (70, 60, 440, 290),
         "held-out caption attribute F1",
         {v: [r["caption_f1"] for r in rs] for v, rs in results.items()},
         base["caption_f1_chance"],
@@ -94,36 +134,50 @@ def draw_scores(numbers: dict[str, Any], curves: dict[str, dict[str, list]], pat
     )
     _bars(
         draw,
-        (560, 40, 960, 270),
+        (600, 60, 970, 290),
         "held-out QA accuracy",
         {v: [r["qa_accuracy"] for r in rs] for v, rs in results.items()},
         base["qa_prior_accuracy"],
         "prior",
     )
-    _curves(draw, (60, 370, 460, 600), "stage 1 loss (orange: short, blue: detailed captions)", curves["pretrain"])
-    _curves(draw, (560, 370, 960, 600), "stage 2 loss (same fine-tuning data)", curves["finetune"])
+    _curves(draw, (70, 410, 500, 640), "stage 1 loss (orange: short, blue: detailed captions)", curves["pretrain"])
+    _curves(draw, (600, 410, 1030, 640), "stage 2 loss (same fine-tuning data)", curves["finetune"])
+    if numbers.get("fast"):
+        draw.text((70, 672), "--fast: a few training steps only; these scores say nothing about learning.",
+                  fill=(200, 30, 30), font=TEXT)  # fmt: skip
     image.save(path)
     return path
 
 
 def draw_samples(numbers: dict[str, Any], world: dict[str, list[Scene]], path: Path, count: int = 4) -> Path:
-    """Held-out images with the ground truth and each variant's caption (first seed)."""
-    tile, text_h = 160, 330
-    image = Image.new("RGB", (count * (tile + 20) + 20, tile + text_h), WHITE)
-    draw = ImageDraw.Draw(image)
+    """Held-out images with the ground truth and each variant's caption (first seed), in full."""
+    tile, gap, margin = 200, 24, 20
+    count = min(count, len(world["test"]))
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    columns = []
     for i, scene in enumerate(world["test"][:count]):
-        x = 20 + i * (tile + 20)
-        picture = Image.open(Path(numbers["settings"]["output"]) / "data" / "images" / f"test_{i:05d}.png")
-        image.paste(picture.convert("RGB").resize((tile, tile), Image.NEAREST), (x, 10))
-        y = tile + 20
-        for label, text in [("truth", detailed_caption(scene))] + [
+        blocks = [("truth", detailed_caption(scene))] + [
             (variant, numbers["results"][variant][0]["captions"][i]) for variant in ("short", "detailed")
-        ]:
-            wrapped = textwrap.fill(f"{label}: {text}", 28)
-            draw.multiline_text((x, y), wrapped, fill=COLOURS.get(label, INK), spacing=1)
-            y += 12 * (wrapped.count("\n") + 1) + 8
-            if y > tile + text_h - 20:
-                break
+        ]
+        columns.append(
+            [(label, _wrap(measure, f"{label}: {text or '(empty caption)'}", TEXT, tile)) for label, text in blocks]
+        )
+    step = _line_height(TEXT)
+    text_height = max(sum(len(lines) * step + 10 for _, lines in column) for column in columns) if columns else 0
+    image = Image.new(
+        "RGB", (margin * 2 + count * tile + (count - 1) * gap, margin + tile + 12 + text_height + margin), WHITE
+    )
+    draw = ImageDraw.Draw(image)
+    for i, column in enumerate(columns):
+        x = margin + i * (tile + gap)
+        picture = Image.open(Path(numbers["settings"]["output"]) / "data" / "images" / f"test_{i:05d}.png")
+        image.paste(picture.convert("RGB").resize((tile, tile), Image.NEAREST), (x, margin))
+        y = margin + tile + 12
+        for label, lines in column:
+            for line in lines:
+                draw.text((x, y), line, fill=COLOURS.get(label, INK), font=TEXT)
+                y += step
+            y += 10
     image.save(path)
     return path
 
@@ -148,6 +202,7 @@ def write_report(settings: Any, numbers: dict[str, Any], world: dict[str, list[S
     lines = [
         "# ShareGPT4V in miniature",
         "",
+        *([f"**{FAST_NOTE}**", ""] if numbers.get("fast") else []),
         f"{settings.n_pretrain} pretraining scenes, {settings.n_finetune} fine-tuning scenes, {settings.n_test} held-out "
         f"scenes ({len(questions)} questions); {seeds} seed(s); stage 1 {settings.pretrain_steps} steps and stage 2 "
         f"{settings.finetune_steps} steps of batch {settings.batch_size} for both variants; "

@@ -14,12 +14,17 @@ The real starting point of stage 1 ("Training recipe" in docs/reference.md): a C
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+from ..errors import MissingFileError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +40,31 @@ def _json_overrides(text: str | None, flag: str) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text() if path.suffix == ".json" and path.is_file() else text)
     except json.JSONDecodeError as error:
-        raise ValueError(f"{flag} must be a JSON object or a .json file, got {text!r}: {error}") from error
+        raise UsageError(f"{flag} must be a JSON object or a .json file, got {text!r}: {error}") from error
     if not isinstance(value, dict):
-        raise ValueError(f"{flag} must be a JSON object (key -> value), got {type(value).__name__}.")
+        raise UsageError(f"{flag} must be a JSON object (key -> value), got {type(value).__name__}.")
     return value
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Only errors from the logger `logger_name` while the block runs."""
+    target = logging.getLogger(logger_name)
+    level = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(level)
 
 
 def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a LLaVA-1.5 `mm_projector.bin`/`.safetensors` into `multi_modal_projector` keys (`linear_{1,2}`)."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Projector file not found: {str(path)!r}.")
+        raise MissingFileError(f"Projector file not found: {str(path)!r}.")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -58,7 +77,7 @@ def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
         index, _, kind = tail.partition(".")
         target = {"0": "linear_1", "2": "linear_2", "linear_1": "linear_1", "linear_2": "linear_2"}.get(index)
         if target is None or kind not in ("weight", "bias"):
-            raise ValueError(
+            raise UsageError(
                 f"Unexpected key {key!r} in projector file {str(path)!r}: expected mm_projector.{{0,2}}.{{weight,bias}} "
                 "(LLaVA-1.5 mlp2x_gelu)."
             )
@@ -77,6 +96,7 @@ def init_checkpoint(
     seed: int = 0,
 ) -> Path:
     """Build a `ShareGPT4VForCausalLM` from a CLIP and a Llama checkpoint, save it with its processor and code."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
 
     from ..configuration_sharegpt4v import ShareGPT4VConfig
@@ -99,7 +119,10 @@ def init_checkpoint(
     ShareGPT4VProcessor.prepare_tokenizer(tokenizer, image_token=IMAGE_TOKEN)  # <image> (and <pad> if none)
     image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
-        language_model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
+        # transformers' mean resizing (new rows drawn around the mean of the old ones) is what we want; its
+        # "To disable this, use `mean_resizing=False`" note on every run is not
+        with _quiet("transformers.modeling_utils"):
+            language_model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
     text_config = language_model.config
     text_config.pad_token_id = tokenizer.pad_token_id
 
@@ -119,7 +142,7 @@ def init_checkpoint(
         expected = {k: tuple(v.shape) for k, v in model.model.multi_modal_projector.state_dict().items()}
         found = {k: tuple(v.shape) for k, v in state.items()}
         if expected != found:
-            raise ValueError(
+            raise UsageError(
                 f"Projector {projector!r} does not fit: it has {found}, the model needs {expected} (vision hidden "
                 f"{vision_config.hidden_size} -> text hidden {text_config.hidden_size})."
             )
@@ -152,6 +175,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..hub import check_model_argument
+
+    check_model_argument(args.vision, "--vision", "a CLIP checkpoint folder (config.json + weights)")
+    check_model_argument(args.llm, "--llm", "a Llama/Vicuna checkpoint folder (config.json, weights, tokenizer)")
     output = init_checkpoint(
         args.output_dir,
         vision=args.vision,

@@ -11,11 +11,12 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
+from ..errors import MissingFileError, UsageError
 
 
 def merge_lora(adapter: str | Path, output_dir: str | Path, base: str | None = None, dtype: str | None = None) -> Path:
     """Load `base` + the adapter, merge the LoRA weights, save the full model and the processor to `output_dir`."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
@@ -24,10 +25,10 @@ def merge_lora(adapter: str | Path, output_dir: str | Path, base: str | None = N
     adapter = Path(adapter)
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
-        raise FileNotFoundError(f"{str(adapter)!r} has no adapter_config.json: pass the folder a use_peft run saved.")
+        raise MissingFileError(f"{str(adapter)!r} has no adapter_config.json: pass the folder a use_peft run saved.")
     base = base or json.loads(config_file.read_text()).get("base_model_name_or_path")
     if not base:
-        raise ValueError(f"{str(config_file)!r} names no base model: pass --base MODEL.")
+        raise UsageError(f"{str(config_file)!r} names no base model: pass --base MODEL.")
     torch_dtype = getattr(torch, dtype) if dtype else torch.float32
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch_dtype)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -46,6 +47,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.base is not None:
+        from ..hub import check_model_argument
+
+        check_model_argument(args.base, "--base", "the checkpoint the adapter was trained from")
     output = merge_lora(args.adapter, args.output_dir, base=args.base, dtype=args.dtype)
     print(f"Merged {args.adapter} into a full checkpoint at {output}.")
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from trl import ModelConfig, ScriptArguments, SFTConfig, TrlParser
 
+from ..errors import MissingFileError, UsageError
 from .trainable import STAGES
 
 # The chat template and image padding each stage uses when the recipe does not say (docs/reference.md,
@@ -66,7 +67,7 @@ class ShareGPT4VArguments:
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
-            raise ValueError(f"stage={self.stage!r} is not a ShareGPT4V stage: choose one of {', '.join(STAGES)}.")
+            raise UsageError(f"stage={self.stage!r} is not a ShareGPT4V stage: choose one of {', '.join(STAGES)}.")
 
     @property
     def template(self) -> str:
@@ -92,18 +93,18 @@ def recipe_keys(parser: TrlParser | None = None) -> set[str]:
 
 
 def check_recipe_keys(config_path: str | Path, parser: TrlParser | None = None) -> dict:
-    """Load a recipe YAML and raise `ValueError` naming every key no dataclass knows; return the mapping."""
+    """Load a recipe YAML and raise `UsageError` naming every key no dataclass knows; return the mapping."""
     import yaml
 
     path = Path(config_path)
     if not path.is_file():
-        raise FileNotFoundError(f"Recipe not found: {str(path)!r}.")
+        raise MissingFileError(f"Recipe not found: {str(path)!r}.")
     recipe = yaml.safe_load(path.read_text())
     if not isinstance(recipe, dict):
-        raise ValueError(f"Recipe {str(path)!r} must be a YAML mapping of keys to values.")
+        raise UsageError(f"Recipe {str(path)!r} must be a YAML mapping of keys to values.")
     unknown = sorted(set(recipe) - recipe_keys(parser) - {"env"})
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"Unknown key(s) in recipe {str(path)!r}: {', '.join(unknown)}. A recipe takes the keys of trl's "
             "ScriptArguments, SFTConfig and ModelConfig plus ShareGPT4V's (stage, vision_trainable_from_layer, "
             "chat_template_name, pad_to_square, log_throughput): fix the spelling or remove the key."
@@ -116,7 +117,7 @@ def parse_recipe(
 ) -> tuple[ScriptArguments, SFTConfig, ModelConfig, ShareGPT4VArguments]:
     """Parse `--config RECIPE.yaml [--key value ...]` into the four argument dataclasses.
 
-    Raises `ValueError` naming the recipe and the key when the YAML or the flags hold an unknown key.
+    Raises `UsageError` (a ValueError) naming the recipe and the key when the YAML or the flags hold an unknown key.
     """
     argv = list(argv)
     parser = make_parser()
@@ -127,7 +128,7 @@ def parse_recipe(
     flags = {arg[2:].split("=")[0].replace("-", "_") for arg in argv if arg.startswith("--")} - {"config"}
     unknown = sorted(flags - recipe_keys(parser))
     if unknown:
-        raise ValueError(f"Unknown option(s) on the command line: {', '.join('--' + k for k in unknown)}.")
+        raise UsageError(f"Unknown option(s) on the command line: {', '.join('--' + k for k in unknown)}.")
     script_args, training_args, model_args, ours = parser.parse_args_and_config(args=argv, fail_with_unknown_args=True)
     _check_types(training_args, config_path)
     return script_args, training_args, model_args, ours
@@ -138,12 +139,12 @@ def _check_types(training_args: SFTConfig, config_path: str | None) -> None:
     for key in ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs"):
         value = getattr(training_args, key, None)
         if isinstance(value, str):
-            raise ValueError(
+            raise UsageError(
                 f"{key}={value!r} in recipe {config_path!r} is a string, not a number: YAML reads `2e-5` as text, "
                 "write `2.0e-5`."
             )
         if value is not None and not math.isfinite(float(value)):
-            raise ValueError(f"{key}={value!r} in recipe {config_path!r} is not a finite number.")
+            raise UsageError(f"{key}={value!r} in recipe {config_path!r} is not a finite number.")
 
 
 __all__ = [

@@ -28,6 +28,7 @@ import torch
 from datasets import Dataset
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
 
+from ..errors import UsageError
 from .collator import ShareGPT4VDataCollator, drop_overlong
 from .recipe import ShareGPT4VArguments
 from .trainable import apply_stage_policy
@@ -77,7 +78,7 @@ def load_training_dataset(script_args: ScriptArguments) -> Any:
 
     name = script_args.dataset_name
     if name is None:
-        raise ValueError("The recipe has no `dataset_name`: set it to a `sharegpt4v data build` folder or a Hub id.")
+        raise UsageError("The recipe has no `dataset_name`: set it to a `sharegpt4v data build` folder or a Hub id.")
     path = Path(name)
     if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
         dataset = load_from_disk(str(path))
@@ -86,12 +87,12 @@ def load_training_dataset(script_args: ScriptArguments) -> Any:
     if isinstance(dataset, (DatasetDict, dict)) or hasattr(dataset, "keys"):
         split = script_args.dataset_train_split
         if split not in dataset:
-            raise ValueError(f"Dataset {name!r} has no split {split!r} (splits: {list(dataset)}).")
+            raise UsageError(f"Dataset {name!r} has no split {split!r} (splits: {list(dataset)}).")
         dataset = dataset[split]
     if isinstance(dataset, Dataset):
         missing = {"messages", "images"} - set(dataset.column_names)
         if missing:
-            raise ValueError(
+            raise UsageError(
                 f"Dataset {name!r} lacks the column(s) {sorted(missing)}: build it with `sharegpt4v data build` "
                 "(columns id, images, messages, source)."
             )
@@ -105,7 +106,7 @@ def load_model(model_args: ModelConfig, training_args: SFTConfig) -> torch.nn.Mo
     from ..modeling_sharegpt4v import default_attn_implementation
 
     if model_args.model_name_or_path is None:
-        raise ValueError("The recipe has no `model_name_or_path`: make one with `sharegpt4v init` or `convert`.")
+        raise UsageError("The recipe has no `model_name_or_path`: make one with `sharegpt4v init` or `convert`.")
     from accelerate import PartialState
     from trl import get_quantization_config
 
@@ -131,7 +132,7 @@ def load_processor(model_args: ModelConfig) -> Any:
 
     processor = ShareGPT4VProcessor.from_pretrained(model_args.model_name_or_path, revision=model_args.model_revision)
     if processor.tokenizer.pad_token is None:
-        raise ValueError(
+        raise UsageError(
             f"The tokenizer of {model_args.model_name_or_path!r} has no pad token: rebuild the checkpoint with "
             "`sharegpt4v init` (it adds one)."
         )
@@ -169,7 +170,7 @@ def build_trainer(
     padding_free = bool(training_args.padding_free)
     training_args.padding_free = False  # TRL refuses it for image datasets; our collator packs instead
     if training_args.packing:
-        raise ValueError(
+        raise UsageError(
             "packing=true is TRL's dataset-level packing, which TRL does not support for image datasets: use "
             "padding_free=true (batch-level packing by ShareGPT4V's collator) instead."
         )
