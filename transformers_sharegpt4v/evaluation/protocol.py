@@ -181,7 +181,7 @@ def extract_option_letter(answer: str, num_options: int) -> str | None:
     or starts with "X. ", or says "The answer is X." exactly once. None when it does none of these."""
     letters = OPTION_LETTERS[:num_options]
     answer = answer.strip()
-    if answer in letters:
+    if len(answer) == 1 and answer in letters:
         return answer
     if len(answer) >= 3 and answer[0] in letters and answer[1:3] == ". ":
         return answer[0]
