@@ -53,8 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def lmms_eval_command(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> str:
     """The `python -m lmms_eval` command line that runs the same evaluation."""
-    model_args = f"pretrained={args.model},dtype={args.dtype}" + (f",device={args.device}" if args.device else "")
+    model_args = f"pretrained={args.model},dtype={args.dtype}"
     parts = ["python", "-m", "lmms_eval", "--model", "sharegpt4v", "--model_args", model_args]
+    parts += ["--device", args.device] if args.device else []
     parts += ["--include_path", str(tasks_dir), "--tasks", ",".join(tasks), "--batch_size", str(args.batch_size)]
     if args.limit is not None:
         parts += ["--limit", str(args.limit)]
@@ -82,6 +83,8 @@ def check_model_path(model: str) -> None:
     convert command, for a released checkpoint that transformers cannot load."""
     from ..captioning import check_model_format
 
+    if "," in model or "=" in model:
+        raise ValueError(f"--model {model!r}: lmms-eval's model_args cannot carry ',' or '=' in a path; rename it.")
     looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1
     if looks_local and not Path(model).expanduser().exists():
         raise FileNotFoundError(f"--model {model}: no such checkpoint folder.")
@@ -93,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from .tasks import write_tasks
 
     names = _check(args)
+    check_model_path(args.model)
     output = Path(args.output)
     written = write_tasks(args.data, output / "tasks", names)
     command = lmms_eval_command(args, (output / "tasks").resolve(), list(written))
@@ -113,15 +117,12 @@ def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dic
             f"sharegpt4v eval runs on lmms-eval, which does not import here ({error}). Install it with "
             '`pip install "transformers-sharegpt4v[eval]"`.'
         ) from error
-    check_model_path(args.model)
-    model_args = {"pretrained": args.model, "dtype": args.dtype, "batch_size": args.batch_size}
-    if args.device:
-        model_args["device"] = args.device
     results = simple_evaluate(
         model="sharegpt4v",
-        model_args=model_args,
+        model_args=f"pretrained={args.model},dtype={args.dtype}",  # lmms-eval parses "key=value,..." strings
         tasks=tasks,
         batch_size=args.batch_size,
+        device=args.device,
         limit=args.limit,
         gen_kwargs=f"max_new_tokens={args.max_new_tokens}" if args.max_new_tokens else None,
         task_manager=TaskManager("WARNING", include_path=str(tasks_dir), model_name="sharegpt4v"),
@@ -145,8 +146,8 @@ def write_outputs(results: dict[str, Any], output: Path, command: str) -> int:
             for row in rows:
                 record = {
                     "doc_id": row.get("doc_id"),
-                    "question": row.get("input"),
-                    "answer": row.get("filtered_resps", row.get("resps")),
+                    "question": (row.get("arguments") or [None])[0],
+                    "answer": (row.get("filtered_resps") or [None])[0],
                     "target": row.get("target"),
                 }
                 scored = next((row[k] for k in row if isinstance(row.get(k), dict) and "correct" in row[k]), None)

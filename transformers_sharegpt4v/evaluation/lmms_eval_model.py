@@ -56,6 +56,14 @@ class ShareGPT4VLmms(lmms):
         self.evaluator = EvalModel.from_pretrained(pretrained, dtype=dtype, device=device, batch_size=int(batch_size))
         self.pretrained = pretrained
 
+    @classmethod
+    def from_evaluator(cls, evaluator: EvalModel, name: str = "in-memory") -> ShareGPT4VLmms:
+        """The adapter around an already loaded `EvalModel` (e.g. to pass to `simple_evaluate(model=...)`)."""
+        adapter = cls.__new__(cls)
+        lmms.__init__(adapter)
+        adapter.evaluator, adapter.pretrained = evaluator, name
+        return adapter
+
     @property
     def model(self) -> Any:
         return self.evaluator.model
