@@ -7,7 +7,8 @@ The questions are every row of the local fixture tasks (tests/fixtures/eval: MME
 ScienceQA-IMG, Q-Bench; 36 questions), each with its benchmark's prompt, conversation and padding, and one
 `max_new_tokens` for all (the tiny model's answers are noise that runs to the budget, so every loop does the
 same work). In this process, one run each:
-- peer, the original loop (model_vqa_loader.py's shape): one question at a time, processor + `generate`;
+- peer, the original loop (model_vqa_loader.py's shape): one question at a time, processor + `generate`
+  (run first and again last: the two times show how much the machine's load moved the figures);
 - `EvalModel.generate` at batch 1 (how the paper's scripts ran) and at `--batch-size` (left-padded);
 - the whole `sharegpt4v eval` path in-process (lmms-eval's `simple_evaluate` on the written task YAMLs,
   dataset loading and scoring included) at `--batch-size`, when lmms-eval is installed.
@@ -115,6 +116,7 @@ def main() -> None:
         one, t_one = timed(lambda: evaluator.generate(requests))
         batched_model = EvalModel(evaluator.model, evaluator.processor, batch_size=args.batch_size)
         batched, t_batched = timed(lambda: batched_model.generate(requests))
+        _, t_peer_again = timed(lambda: original_loop(evaluator.model, evaluator.processor, requests))
 
         def agree(answers: list[str]) -> str:
             return f"{sum(a == b for a, b in zip(answers, peer, strict=True))}/{n} answers equal the peer's"
@@ -123,7 +125,10 @@ def main() -> None:
         print(
             f"bench_eval: {n} questions, max_new_tokens={args.max_new_tokens}, {device}, model={args.model or 'tiny'}"
         )
-        print(f"original loop (peer, batch 1):   {n / t_peer:7.2f} questions/s  ({t_peer:.1f} s)")
+        print(
+            f"original loop (peer, batch 1):   {n / t_peer:7.2f} questions/s  ({t_peer:.1f} s; run again after the "
+            f"others: {t_peer_again:.1f} s, the spread of this machine)"
+        )
         print(
             f"EvalModel batch 1:               {n / t_one:7.2f} questions/s  ({t_one:.1f} s)  "
             f"{t_peer / t_one:.2f}x the peer, {agree(one)}"
