@@ -98,11 +98,6 @@ def mme_question(doc: Mapping[str, Any]) -> str:
     return f"{question}\n{SHORT_ANSWER}"
 
 
-def short_answer_question(doc: Mapping[str, Any]) -> str:
-    """VQAv2, GQA, VizWiz, TextVQA, POPE: "{question}\\nAnswer the question using a single word or phrase."."""
-    return f"{doc['question']}\n{SHORT_ANSWER}"
-
-
 def mmbench_options(doc: Mapping[str, Any]) -> list[str]:
     """The options A, B, C, ... of an MMBench row, up to the first absent one (`get_options`)."""
     options = []
