@@ -36,6 +36,10 @@ setup(
     extras_require={
         "train": ["transformers>=5.23,<6", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
         "flash": ["flash-attn>=2.6"],
+        # `sharegpt4v eval` / `lmms_eval --model sharegpt4v`. lmms-eval pins wandb==0.25.0, hence protobuf<7, which
+        # cannot load sentencepiece 0.2.3's generated code (transformers then fails to read tokenizer.model):
+        # sentencepiece<0.2.3 has none. Its evaluator patches filelock internals that 4.x no longer has.
+        "eval": ["lmms-eval>=0.7.3,<0.8", "datasets>=4", "sentencepiece<0.2.3", "filelock<4"],
         "test": ["pytest>=8", "transformers>=5.23,<6", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
         "dev": [
             "pytest>=8",
@@ -47,6 +51,10 @@ setup(
             "peft>=0.15",
         ],
     },
-    entry_points={"console_scripts": ["sharegpt4v=transformers_sharegpt4v.cli:main"]},
+    entry_points={
+        "console_scripts": ["sharegpt4v=transformers_sharegpt4v.cli:main"],
+        # lmms-eval finds `--model sharegpt4v` here (a callable returning its ModelManifest)
+        "lmms_eval.models": ["sharegpt4v=transformers_sharegpt4v.evaluation.registry:manifests"],
+    },
     classifiers=["Programming Language :: Python :: 3", "License :: OSI Approved :: Apache Software License"],
 )

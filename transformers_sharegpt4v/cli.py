@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("transformers_sharegpt4v.training.cli", "train a stage (pretrain, finetune, captioner) on TRL"),
     "merge-lora": ("transformers_sharegpt4v.training.merge", "merge a LoRA adapter into a full checkpoint"),
     "demo": ("transformers_sharegpt4v.demo", "ShareGPT4V in miniature, end to end on a CPU"),
+    "eval": ("transformers_sharegpt4v.evaluation.cli", "run the paper's benchmarks on local data through lmms-eval"),
 }
 
 

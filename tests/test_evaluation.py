@@ -1,0 +1,507 @@
+"""Evaluation: the paper's prompts (checked against strings written out from the original scripts), the model
+side against plain `model.generate` / the model's own loss, the scoring rules, the local task YAMLs, and
+lmms-eval runs on the fixture data (tests/fixtures/eval, built by its build_fixtures.py from the photos in
+tests/fixtures/images). The lmms-eval tests skip where lmms-eval is not installed (`pip install .[eval]`)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+import yaml
+from conftest import tiny_config_kwargs
+from PIL import Image
+
+from transformers_sharegpt4v.cli import main
+from transformers_sharegpt4v.evaluation import BENCHMARKS, EvalModel, GenerationRequest, build_prompt, write_tasks
+from transformers_sharegpt4v.evaluation.protocol import (
+    circular_accuracy,
+    extract_option_letter,
+    mme_cognition,
+    mme_perception,
+    parse_yes_no,
+)
+from transformers_sharegpt4v.evaluation.report import format_report, report_rows
+from transformers_sharegpt4v.evaluation.scoring import score_row
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+EVAL_DATA = FIXTURES / "eval"
+PHOTOS = FIXTURES / "images"
+HAS_LMMS_EVAL = importlib.util.find_spec("lmms_eval") is not None
+needs_lmms_eval = pytest.mark.skipif(not HAS_LMMS_EVAL, reason="lmms-eval is not installed (pip install .[eval])")
+
+VICUNA = (
+    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the user's questions."
+)
+SHARE4V = (
+    "A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+    "detailed, and polite answers to the human's questions."
+)
+
+
+def rows(name: str) -> list[dict]:
+    return list(datasets.load_dataset("parquet", data_files=str(EVAL_DATA / f"{name}.parquet"), split="train"))
+
+
+@pytest.fixture(scope="module")
+def checkpoint(llama_tokenizer_dir, tmp_path_factory) -> Path:
+    """A saved tiny ShareGPT4V checkpoint (model + processor)."""
+    from transformers import LlamaTokenizer
+
+    from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM, ShareGPT4VProcessor
+
+    folder = tmp_path_factory.mktemp("eval_checkpoint")
+    tokenizer = LlamaTokenizer.from_pretrained(llama_tokenizer_dir)
+    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
+    config = ShareGPT4VConfig(**tiny_config_kwargs())
+    torch.manual_seed(0)
+    ShareGPT4VProcessor.from_model_config(config, tokenizer).save_pretrained(folder)
+    ShareGPT4VForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def evaluator(checkpoint) -> EvalModel:
+    return EvalModel.from_pretrained(str(checkpoint), device="cpu")
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+
+def test_question_texts_are_the_original_question_files():
+    """One row per benchmark, its question written out by hand from the original scripts' rules."""
+    mme = rows("mme")
+    assert BENCHMARKS["mme"].prompt_text(mme[0]) == (
+        "Is there a dog in this image?\nAnswer the question using a single word or phrase."
+    )
+    # two spaces before "Please answer yes or no." in some MME questions: removed too
+    assert BENCHMARKS["mme"].prompt_text(mme[3]) == (
+        "Are there five cats in the image?\nAnswer the question using a single word or phrase."
+    )
+    mmbench = rows("mmbench_en")
+    assert BENCHMARKS["mmbench_en"].prompt_text(mmbench[0]) == (
+        "What animal is in the image?\nA. dog\nB. cat\nC. horse\nD. bird\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    # a hint goes first; the options stop at the first absent one (C, D are null here)
+    assert BENCHMARKS["mmbench_en"].prompt_text(mmbench[3]) == (
+        "Count the cats.\nHow many cats are there?\nA. two\nB. one\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    assert BENCHMARKS["mmbench_cn"].prompt_text(rows("mmbench_cn")[0]).endswith("\nD. bird\n请直接回答选项字母。")
+    assert BENCHMARKS["seedbench"].prompt_text(rows("seedbench")[0]) == (
+        "What is the dog doing?\nA. running\nB. sitting\nC. swimming\nD. flying\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    sqa = rows("scienceqa_img")
+    assert BENCHMARKS["scienceqa_img"].prompt_text(sqa[0]) == (
+        "Which animal is shown?\nA. a dog\nB. a fish\nAnswer with the option's letter from the given choices directly."
+    )
+    assert BENCHMARKS["scienceqa_img"].prompt_text(sqa[1]) == (
+        "Context: Look at the picture.\nHow many animals are in the picture?\nA. one\nB. two\nC. three\n"
+        "Answer with the option's letter from the given choices directly."
+    )
+    # Q-Bench: LLaVA's model_vqa_qbench message, trailing newline kept, "N/A" options left out
+    assert BENCHMARKS["qbench"].prompt_text(rows("qbench")[0]) == (
+        "Is the dog in focus?\nChoose between one of the options as follows:\nA. Yes\nB. No\n"
+    )
+
+
+def test_prompt_is_the_conversation_template_text():
+    assert build_prompt("What is it?") == f"{VICUNA} USER: <image>\nWhat is it? ASSISTANT:"
+    assert build_prompt("Q\n", conversation="share4v_v1") == f"{SHARE4V} USER: <image>\nQ\n ASSISTANT:"
+    assert build_prompt("a <image> b <image>", num_images=2).endswith("USER: a <image> b <image> ASSISTANT:")
+    assert build_prompt("no image", num_images=0) == f"{VICUNA} USER: no image ASSISTANT:"
+    with pytest.raises(ValueError, match="1 '<image>' placeholder"):
+        build_prompt("<image> x", num_images=2)
+    with pytest.raises(ValueError, match="share4v_v1"):
+        build_prompt("x", conversation="llava_v1")
+
+
+def test_prompt_ids_equal_the_processors_chat_template(evaluator):
+    """With a question that has no surrounding whitespace, the prompt tokenizes exactly as the processor's
+    vicuna_v1 chat template (system message replaced for share4v_v1); with Q-Bench's trailing newline the
+    template strips it and the original kept it: only the newline's token differs."""
+    processor = evaluator.processor
+    image = Image.open(PHOTOS / "waterview.jpg")
+
+    def template_ids(question: str, system: str | None = None) -> list[int]:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]})
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        return processor(text=text, images=[image], add_special_tokens=False)["input_ids"][0]
+
+    question = "Is this photo taken at a lake?\nAnswer the question using a single word or phrase."
+    ours = evaluator.encode([build_prompt(question)], [[image]])["input_ids"][0].tolist()
+    assert ours == template_ids(question)
+    ours = evaluator.encode([build_prompt(question, conversation="share4v_v1")], [[image]])["input_ids"][0].tolist()
+    assert ours == template_ids(question, SHARE4V)
+
+    qbench = BENCHMARKS["qbench"].prompt_text(rows("qbench")[0])
+    ours = evaluator.encode([build_prompt(qbench, conversation="share4v_v1")], [[image]])["input_ids"][0].tolist()
+    stripped = template_ids(qbench, SHARE4V)
+    first = next(i for i, (a, b) in enumerate(zip(ours, stripped, strict=False)) if a != b)
+    assert ours[first] == processor.tokenizer.convert_tokens_to_ids("<0x0A>")
+    assert ours[:first] + ours[first + 1 :] == stripped and first >= len(ours) - 4
+
+
+# ------------------------------------------------------------------------------------------------ model side
+
+
+def test_generate_is_model_generate_on_the_original_inputs(evaluator, monkeypatch):
+    """Each answer equals `model.generate` on the processor's inputs for the hand-written prompt, greedy, decoded
+    without special tokens and stripped; pixels padded to square or not as the options say."""
+    processor, model = evaluator.processor, evaluator.model
+    cats = Image.open(PHOTOS / "coco_twocat_000000039769.jpg")
+    dog = Image.open(PHOTOS / "coco_dog_000000319154.jpg")
+    requests = [
+        GenerationRequest("How many cats?", [cats], {"max_new_tokens": 5}),
+        GenerationRequest(
+            "Q\n", [dog], {"max_new_tokens": 5, "conversation": "share4v_v1", "image_aspect_ratio": "original"}
+        ),
+        GenerationRequest("What animal is it?", [dog], {"max_new_tokens": 5}),
+    ]
+    expected_prompts = [
+        f"{VICUNA} USER: <image>\nHow many cats? ASSISTANT:",
+        f"{SHARE4V} USER: <image>\nQ\n ASSISTANT:",
+        f"{VICUNA} USER: <image>\nWhat animal is it? ASSISTANT:",
+    ]
+    expected = []
+    for prompt, request in zip(expected_prompts, requests, strict=True):
+        pad = request.options.get("image_aspect_ratio", "pad") == "pad"
+        inputs = processor(text=prompt, images=request.images, do_pad=pad, return_tensors="pt")
+        out = model.generate(**inputs, max_new_tokens=5, do_sample=False)
+        expected.append(
+            processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        )
+
+    seen = []
+    generate = model.generate
+
+    def spy(**kwargs):
+        seen.append(kwargs["pixel_values"])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    assert evaluator.generate(requests) == expected
+    # the padded and the plain CLIP pixels of the dog photo (375x500) differ; each request got its own
+    padded = processor.image_processor(dog, do_pad=True, return_tensors="pt")["pixel_values"]
+    plain = processor.image_processor(dog, do_pad=False, return_tensors="pt")["pixel_values"]
+    assert not torch.equal(padded, plain)
+    assert any(torch.equal(p, plain) for p in seen) and any(torch.equal(p, padded) for p in seen)
+
+
+def test_batched_answers_equal_one_at_a_time(checkpoint, evaluator):
+    photos = sorted(PHOTOS.glob("*.jpg"))
+    questions = ["What is it?", "How many animals are in the picture, if any?", "Where?", "Describe the scene."]
+    requests = [
+        GenerationRequest(q, [Image.open(p)], {"max_new_tokens": 4}) for q, p in zip(questions, photos, strict=True)
+    ]
+    one = evaluator.generate(requests)
+    batched = EvalModel(evaluator.model, evaluator.processor, batch_size=3).generate(requests)
+    assert batched == one
+
+
+def test_stop_strings_and_options(evaluator, caplog):
+    dog = Image.open(PHOTOS / "coco_dog_000000319154.jpg")
+    full = evaluator.generate([GenerationRequest("Hi", [dog], {"max_new_tokens": 6})])[0]
+    assert len(full) > 2
+    stop = full[1:3]
+    cut = evaluator.generate([GenerationRequest("Hi", [dog], {"max_new_tokens": 6, "until": [stop]})])[0]
+    assert cut == full.split(stop, 1)[0].strip()
+    with caplog.at_level("WARNING"):
+        evaluator.generate([GenerationRequest("Hi", [dog], {"max_new_tokens": 1, "image_sizes": [1]})])
+    assert "image_sizes" in caplog.text
+    with pytest.raises(ValueError, match="image_aspect_ratio"):
+        evaluator.generate([GenerationRequest("Hi", [dog], {"image_aspect_ratio": "square"})])
+
+
+def test_loglikelihood_is_the_models_loss_on_the_continuation(evaluator, monkeypatch):
+    processor, model = evaluator.processor, evaluator.model
+    lake = Image.open(PHOTOS / "waterview.jpg")
+    question, continuation = "Is this a lake?", " Yes, a calm lake."
+    logprob, greedy = evaluator.loglikelihood(question, continuation, [lake])
+
+    prompt = f"{VICUNA} USER: <image>\n{question} ASSISTANT:"
+    context = processor(text=prompt, images=[lake], return_tensors="pt")["input_ids"]
+    inputs = processor(text=prompt + continuation, images=[lake], return_tensors="pt")
+    labels = inputs["input_ids"].clone()
+    labels[:, : context.shape[1]] = -100
+    n = int((labels != -100).sum())
+    assert n >= 3
+    with torch.no_grad():
+        out = model(**inputs, labels=labels)
+    assert logprob == pytest.approx(-out.loss.item() * n, rel=1e-4)
+    predicted = out.logits[0, context.shape[1] - 1 : -1].argmax(-1)
+    assert greedy == bool((predicted == inputs["input_ids"][0, context.shape[1] :]).all())
+    # a model whose logits put the continuation's tokens first: greedy, log-probability ~0
+    targets = inputs["input_ids"][0, context.shape[1] :]
+    forward = model.forward
+
+    def favouring(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        rows = torch.arange(context.shape[1] - 1, out.logits.shape[1] - 1)
+        out.logits[0, rows, targets] += 1000.0
+        return out
+
+    monkeypatch.setattr(model, "forward", favouring)
+    logprob, greedy = evaluator.loglikelihood(question, continuation, [lake])
+    assert greedy is True and -1e-3 < logprob <= 0
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+def test_answer_parsing_rules():
+    assert [parse_yes_no(a) for a in ["Yes", "no", "No, it is not.", "yes.", "Maybe", "Nope", "The"]] == [
+        "yes", "no", "no", "yes", "other", "no", "other",
+    ]  # fmt: skip
+    cases = {"B": "B", "B. two": "B", "C": None, "The answer is A.": "A", "b": None, "A or B": None, "": None}
+    assert {a: extract_option_letter(a, 2) for a in cases} == cases
+
+
+def test_mme_score_against_a_hand_count():
+    records = [
+        # existence: image e1 both right, e2 one right -> acc 3/4, acc+ 1/2 -> 75 + 50
+        {"category": "existence", "image_id": "e1", "correct": True},
+        {"category": "existence", "image_id": "e1", "correct": True},
+        {"category": "existence", "image_id": "e2", "correct": True},
+        {"category": "existence", "image_id": "e2", "correct": False},
+        # OCR: all wrong -> 0; code_reasoning (cognition): both right -> 200
+        {"category": "OCR", "image_id": "o1", "correct": False},
+        {"category": "OCR", "image_id": "o1", "correct": False},
+        {"category": "code_reasoning", "image_id": "c1", "correct": True},
+        {"category": "code_reasoning", "image_id": "c1", "correct": True},
+    ]
+    assert mme_perception(records) == pytest.approx(125.0)
+    assert mme_cognition(records) == pytest.approx(200.0)
+
+
+def test_circular_accuracy_needs_every_rotation_right():
+    records = [
+        {"index": 7, "correct": True},
+        {"index": 1_000_007, "correct": True},
+        {"index": 8, "correct": True},
+        {"index": 1_000_008, "correct": False},
+    ]
+    assert circular_accuracy(records) == 50.0
+
+
+def test_row_scores_on_the_fixtures():
+    assert score_row("mme", rows("mme")[1], "No")["correct"] is True
+    assert score_row("mme", rows("mme")[1], "Yes, there is")["correct"] is False
+    mmbench = rows("mmbench_en")  # row 1 is question 0 with the options rotated: "dog" is D
+    assert score_row("mmbench_en", mmbench[1], "D. dog") == {
+        "index": 1_000_000,
+        "category": "fixture",
+        "correct": True,
+    }
+    assert score_row("scienceqa_img", rows("scienceqa_img")[1], "B")["correct"] is True
+    qbench = rows("qbench")
+    assert score_row("qbench", qbench[3], "D")["correct"] is True
+    assert score_row("qbench", qbench[3], "none")["correct"] is True  # the candidate's text
+    assert score_row("qbench", {**qbench[3], "correct_choice": "none"}, "D")["correct"] is True  # original JSON
+    with pytest.raises(ValueError, match="Yes or No"):
+        score_row("mme", {**rows("mme")[0], "answer": "maybe"}, "yes")
+
+
+# ------------------------------------------------------------------------------------------------ tasks
+
+
+def test_write_tasks_points_at_the_data_by_absolute_path(tmp_path):
+    written = write_tasks(EVAL_DATA, tmp_path / "tasks")
+    assert sorted(written) == sorted(f"sharegpt4v_{name}" for name in BENCHMARKS)
+    loader = yaml.SafeLoader
+    loader.add_constructor("!function", lambda loader_, node: ("function", loader_.construct_scalar(node)))
+    configs = {task: yaml.load(path.read_text(), Loader=loader) for task, path in written.items()}
+    qbench = configs["sharegpt4v_qbench"]
+    assert qbench["dataset_path"] == "parquet"
+    assert qbench["dataset_kwargs"]["data_files"] == {"dev": [str(EVAL_DATA / "qbench.parquet")]}
+    assert qbench["generation_kwargs"] | {} == {
+        "max_new_tokens": 1024, "temperature": 0, "top_p": 1.0, "num_beams": 1, "do_sample": False, "until": [],
+        "conversation": "share4v_v1", "image_aspect_ratio": "original",
+    }  # fmt: skip
+    mme = configs["sharegpt4v_mme"]["generation_kwargs"]
+    assert (mme["max_new_tokens"], mme["conversation"], mme["image_aspect_ratio"]) == (128, "vicuna_v1", "pad")
+    assert configs["sharegpt4v_scienceqa_img"]["generation_kwargs"]["image_aspect_ratio"] == "original"
+    assert configs["sharegpt4v_seedbench"]["process_docs"] == (
+        "function",
+        "transformers_sharegpt4v.evaluation.lmms_tasks.seedbench_image_rows",
+    )
+    assert [m["metric"] for m in configs["sharegpt4v_mme"]["metric_list"]] == ["mme_perception", "mme_cognition"]
+
+
+def test_write_tasks_reads_save_to_disk_folders_and_names_missing_data(tmp_path):
+    data = tmp_path / "data"
+    datasets.DatasetDict({"dev": datasets.Dataset.from_list(rows("qbench"))}).save_to_disk(str(data / "qbench"))
+    written = write_tasks(data, tmp_path / "tasks", ["qbench"])
+    config = yaml.safe_load(written["sharegpt4v_qbench"].read_text().replace("!function", ""))
+    assert config["dataset_path"] == str(data / "qbench")
+    assert config["dataset_kwargs"] == {"load_from_disk": True} and config["test_split"] == "dev"
+    with pytest.raises(ValueError, match=r"mme\.parquet"):
+        write_tasks(data, tmp_path / "tasks", ["mme"])
+    with pytest.raises(ValueError, match="the local tasks are"):
+        write_tasks(data, tmp_path / "tasks", ["vqav2"])
+    with pytest.raises(ValueError, match="No benchmark data"):
+        write_tasks(tmp_path / "empty", tmp_path / "tasks")
+
+
+def test_report_table_and_paper_numbers():
+    results = {
+        "results": {
+            "sharegpt4v_mme": {"alias": "x", "mme_perception,none": 1500.0, "mme_perception_stderr,none": "N/A"},
+            "sharegpt4v_qbench": {"accuracy,none": 50.0, "accuracy_stderr_clt,none": 1.0},
+        },
+        "n-samples": {
+            "sharegpt4v_mme": {"original": 8, "effective": 8},
+            "sharegpt4v_qbench": {"original": 4, "effective": 2},
+        },
+    }
+    got = report_rows(results)
+    assert [(r["task"], r["metric"], r["value"], r["paper"]) for r in got] == [
+        ("sharegpt4v_mme", "mme_perception", 1500.0, 1567.4),
+        ("sharegpt4v_qbench", "accuracy", 50.0, 63.4),
+    ]
+    table = format_report(got)
+    assert "1567.4" in table and "2/4" in table
+
+
+# ------------------------------------------------------------------------------------------------ command
+
+
+def test_eval_command_errors(tmp_path, capsys):
+    base = ["eval", "--data", str(EVAL_DATA), "--output", str(tmp_path / "out")]
+    assert main([*base, "--model", str(tmp_path / "nowhere")]) == 2
+    assert "nowhere: no such checkpoint folder" in capsys.readouterr().err
+    assert main([*base, "--model", str(tmp_path), "--tasks", "mme,vqav2"]) == 2
+    assert "the local tasks are" in capsys.readouterr().err
+    assert main([*base, "--model", str(tmp_path), "--limit", "0"]) == 2
+    assert "--limit must be a positive integer" in capsys.readouterr().err
+
+
+def test_tasks_only_prints_the_lmms_eval_command(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(checkpoint),
+            "--data",
+            str(EVAL_DATA),
+            "--output",
+            str(out),
+            "--tasks",
+            "mme",
+            "--tasks-only",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert f"--include_path {(out / 'tasks').resolve()} --tasks sharegpt4v_mme" in printed
+    assert "python -m lmms_eval --model sharegpt4v" in printed
+    assert sorted(p.name for p in (out / "tasks").iterdir()) == ["sharegpt4v_mme.yaml"]
+
+
+# ------------------------------------------------------------------------------------------------ lmms-eval
+
+
+@needs_lmms_eval
+def test_entry_point_registers_the_model():
+    from lmms_eval.models import get_model
+
+    from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
+
+    assert get_model("sharegpt4v") is ShareGPT4VLmms
+
+
+@needs_lmms_eval
+def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
+    """lmms-eval runs every local task on the fixtures with scripted answers ("Yes" to short-answer questions,
+    "B" to the rest); the metrics equal a count by hand over the fixture rows."""
+    from lmms_eval.evaluator import simple_evaluate
+    from lmms_eval.tasks import TaskManager
+
+    from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
+
+    monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "cache"))
+    lm = ShareGPT4VLmms(pretrained=str(checkpoint), device="cpu")
+    asked = []
+
+    def scripted(requests):
+        asked.extend(requests)
+        return ["Yes" if r.question.endswith("single word or phrase.") else "B" for r in requests]
+
+    monkeypatch.setattr(lm.evaluator, "generate", scripted)
+    write_tasks(EVAL_DATA, tmp_path / "tasks")
+    results = simple_evaluate(
+        model=lm,
+        tasks=sorted(f"sharegpt4v_{name}" for name in BENCHMARKS),
+        task_manager=TaskManager("WARNING", include_path=str(tmp_path / "tasks"), model_name="sharegpt4v"),
+        bootstrap_iters=0,
+        verbosity="WARNING",
+    )["results"]
+    # MME: every image has a Yes and a No question -> 50 per category; 3 perception + 1 cognition categories
+    assert results["sharegpt4v_mme"]["mme_perception,none"] == pytest.approx(150.0)
+    assert results["sharegpt4v_mme"]["mme_cognition,none"] == pytest.approx(50.0)
+    # MMBench rows answered B: question 1 (turn 0) and question 3 (turn 0) of 8; no question right in both turns
+    for task in ("sharegpt4v_mmbench_en", "sharegpt4v_mmbench_cn"):
+        assert results[task]["accuracy,none"] == pytest.approx(25.0)
+        assert results[task]["circular_accuracy,none"] == 0.0
+    assert results["sharegpt4v_seedbench"]["accuracy,none"] == pytest.approx(50.0)  # the video row is left out
+    assert results["sharegpt4v_scienceqa_img"]["accuracy,none"] == pytest.approx(50.0)
+    assert results["sharegpt4v_qbench"]["accuracy,none"] == pytest.approx(50.0)
+    assert len(asked) == 8 + 8 + 8 + 4 + 4 + 4
+    qbench = [r for r in asked if r.options.get("conversation") == "share4v_v1"]
+    assert len(qbench) == 4 and all(r.options["image_aspect_ratio"] == "original" for r in qbench)
+    assert all(len(r.images) == 1 and r.images[0].mode == "RGB" for r in asked)
+
+
+def _run(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "cache"),
+    }
+    return subprocess.run(argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+
+
+@pytest.mark.slow
+@needs_lmms_eval
+def test_lmms_eval_cli_and_sharegpt4v_eval_on_a_checkpoint(checkpoint, tmp_path):
+    """The real thing, in subprocesses: lmms-eval's own CLI with --model sharegpt4v, then `sharegpt4v eval`, on the
+    tiny checkpoint (2 rows a task, 2 new tokens). lmms-eval exits 0 even when a run fails, so the test reads the
+    results it wrote."""
+    write_tasks(EVAL_DATA, tmp_path / "tasks", ["mme", "qbench"])
+    done = _run(
+        [sys.executable, "-m", "lmms_eval", "--model", "sharegpt4v", "--model_args", f"pretrained={checkpoint}",
+         "--include_path", str(tmp_path / "tasks"), "--tasks", "sharegpt4v_mme,sharegpt4v_qbench", "--limit", "2",
+         "--gen_kwargs", "max_new_tokens=2", "--output_path", str(tmp_path / "lmms")],
+        tmp_path,
+    )  # fmt: skip
+    found = list((tmp_path / "lmms").rglob("*_results.json"))
+    assert done.returncode == 0 and found, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(found[0].read_text())
+    assert set(results["results"]) == {"sharegpt4v_mme", "sharegpt4v_qbench"}
+    assert results["n-samples"]["sharegpt4v_qbench"]["effective"] == 2
+
+    out = tmp_path / "eval"
+    done = _run(
+        [sys.executable, "-m", "transformers_sharegpt4v.cli", "eval", "--model", str(checkpoint), "--data",
+         str(EVAL_DATA), "--tasks", "scienceqa_img", "--output", str(out), "--limit", "2", "--max-new-tokens", "2"],
+        tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "sharegpt4v_scienceqa_img" in done.stdout and "68.4" in done.stdout
+    samples = [
+        json.loads(line) for line in (out / "samples" / "sharegpt4v_scienceqa_img.jsonl").read_text().splitlines()
+    ]
+    assert len(samples) == 2 and all(isinstance(s["answer"], str) and "correct" in s for s in samples)
+    assert samples[0]["question"] == BENCHMARKS["scienceqa_img"].prompt_text(rows("scienceqa_img")[0])
+    assert json.loads((out / "results.json").read_text())["results"]["sharegpt4v_scienceqa_img"]

@@ -1,0 +1,161 @@
+"""`sharegpt4v eval`: run the paper's benchmarks on local data through lmms-eval and report them next to the
+paper's ShareGPT4V-7B numbers.
+
+    sharegpt4v eval --model ShareGPT4V-7B --data eval_data/ --output runs/eval        # every benchmark found
+    sharegpt4v eval --model ShareGPT4V-7B --data eval_data/ --tasks mme,qbench --output runs/eval --limit 20
+    sharegpt4v eval --model ... --data eval_data/ --output runs/eval --tasks-only   # then lmms-eval's own CLI:
+    python -m lmms_eval --model sharegpt4v --model_args pretrained=ShareGPT4V-7B \\
+        --include_path runs/eval/tasks --tasks sharegpt4v_mme --batch_size 1
+
+OUT gets `tasks/` (the task YAMLs), `results.json` (lmms-eval's results), `samples/TASK.jsonl` (each row's
+answer and score) and `report.txt`. Needs `pip install "transformers-sharegpt4v[eval]"`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+from pathlib import Path
+from typing import Any
+
+from .protocol import BENCHMARKS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of `sharegpt4v eval`."""
+    parser.add_argument("--model", required=True, help="plugin checkpoint folder or Hub id (convert released ones)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="folder holding NAME.parquet, NAME/ (parquet files) or NAME/ (DatasetDict.save_to_disk) per benchmark",
+    )
+    parser.add_argument("--output", required=True, help="output folder (task YAMLs, results, samples, report)")
+    parser.add_argument(
+        "--tasks",
+        default=None,
+        help=f"comma-separated benchmarks (default: every one with data): {', '.join(BENCHMARKS)}",
+    )
+    parser.add_argument("--limit", type=int, default=None, help="only the first N rows of each task (a smoke test)")
+    parser.add_argument("--batch-size", type=int, default=1, help="questions per generate call (1: as the paper)")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="override every task's token budget (a smoke test; the paper's budgets are the defaults)",
+    )
+    parser.add_argument(
+        "--tasks-only", action="store_true", help="write the task YAMLs and print the lmms-eval command; run nothing"
+    )
+
+
+def lmms_eval_command(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> str:
+    """The `python -m lmms_eval` command line that runs the same evaluation."""
+    model_args = f"pretrained={args.model},dtype={args.dtype}"
+    parts = ["python", "-m", "lmms_eval", "--model", "sharegpt4v", "--model_args", model_args]
+    parts += ["--device", args.device] if args.device else []
+    parts += ["--include_path", str(tasks_dir), "--tasks", ",".join(tasks), "--batch_size", str(args.batch_size)]
+    if args.limit is not None:
+        parts += ["--limit", str(args.limit)]
+    if args.max_new_tokens is not None:
+        parts += ["--gen_kwargs", f"max_new_tokens={args.max_new_tokens}"]
+    parts += ["--output_path", str(Path(args.output) / "lmms_eval"), "--log_samples"]
+    return shlex.join(parts)
+
+
+def _check(args: argparse.Namespace) -> list[str] | None:
+    for name in ("limit", "batch_size", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+    if args.tasks is None:
+        return None
+    names = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    if not names:
+        raise ValueError("--tasks is empty; name benchmarks such as mme,qbench.")
+    return names
+
+
+def check_model_path(model: str) -> None:
+    """FileNotFoundError for a local path that does not exist (a Hub id is `owner/name`); ValueError, with the
+    convert command, for a released checkpoint that transformers cannot load."""
+    from ..captioning import check_model_format
+
+    if "," in model or "=" in model:
+        raise ValueError(f"--model {model!r}: lmms-eval's model_args cannot carry ',' or '=' in a path; rename it.")
+    looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1
+    if looks_local and not Path(model).expanduser().exists():
+        raise FileNotFoundError(f"--model {model}: no such checkpoint folder.")
+    check_model_format(model)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the tasks, evaluate, write results/samples/report and print the report."""
+    from .tasks import write_tasks
+
+    names = _check(args)
+    check_model_path(args.model)
+    output = Path(args.output)
+    written = write_tasks(args.data, output / "tasks", names)
+    command = lmms_eval_command(args, (output / "tasks").resolve(), list(written))
+    if args.tasks_only:
+        print(f"Wrote {len(written)} task(s) to {output / 'tasks'}. Run them with lmms-eval:\n{command}")
+        return 0
+    results = evaluate(args, output / "tasks", list(written))
+    return write_outputs(results, output, command)
+
+
+def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dict[str, Any]:
+    """lmms-eval's `simple_evaluate` with `--model sharegpt4v` (found through its entry point) on `tasks`."""
+    try:
+        from lmms_eval.evaluator import simple_evaluate
+        from lmms_eval.tasks import TaskManager
+    except ImportError as error:
+        raise ValueError(
+            f"sharegpt4v eval runs on lmms-eval, which does not import here ({error}). Install it with "
+            '`pip install "transformers-sharegpt4v[eval]"`.'
+        ) from error
+    results = simple_evaluate(
+        model="sharegpt4v",
+        model_args=f"pretrained={args.model},dtype={args.dtype}",  # lmms-eval parses "key=value,..." strings
+        tasks=tasks,
+        batch_size=args.batch_size,
+        device=args.device,
+        limit=args.limit,
+        gen_kwargs=f"max_new_tokens={args.max_new_tokens}" if args.max_new_tokens else None,
+        task_manager=TaskManager("WARNING", include_path=str(tasks_dir), model_name="sharegpt4v"),
+        log_samples=True,
+        bootstrap_iters=0,
+        verbosity="WARNING",
+    )
+    if not results or not results.get("results"):
+        raise RuntimeError("lmms-eval returned no results (see its log above).")
+    return results
+
+
+def write_outputs(results: dict[str, Any], output: Path, command: str) -> int:
+    """results.json, samples/TASK.jsonl, report.txt under `output`; print the report."""
+    from .report import format_report, report_rows
+
+    samples = results.pop("samples", {}) or {}
+    (output / "samples").mkdir(parents=True, exist_ok=True)
+    for task, rows in samples.items():
+        with open(output / "samples" / f"{task}.jsonl", "w", encoding="utf-8") as handle:
+            for row in rows:
+                record = {
+                    "doc_id": row.get("doc_id"),
+                    "question": (row.get("arguments") or [None])[0],
+                    "answer": (row.get("filtered_resps") or [None])[0],
+                    "target": row.get("target"),
+                }
+                scored = next((row[k] for k in row if isinstance(row.get(k), dict) and "correct" in row[k]), None)
+                if scored is not None:
+                    record["correct"] = scored["correct"]
+                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+    (output / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
+    report = format_report(report_rows(results))
+    (output / "report.txt").write_text(f"{report}\n\nSame run with lmms-eval's CLI:\n{command}\n", encoding="utf-8")
+    print(report)
+    return 0

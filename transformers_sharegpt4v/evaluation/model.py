@@ -1,0 +1,187 @@
+"""The model side of evaluation, free of lmms-eval: a plugin checkpoint that answers prompts the way the
+original evaluation loops did (`generate`) and scores continuations (`loglikelihood`).
+
+`lmms_eval_model.ShareGPT4VLmms` adapts it to lmms-eval's request objects; tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import PIL.Image
+import torch
+
+from .protocol import build_prompt
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvalModel", "GenerationRequest", "resolve_eval_dtype"]
+
+# generation options a task may set (lmms-eval's task YAML `generation_kwargs`, or --gen_kwargs)
+_GENERATE_KEYS = ("max_new_tokens", "temperature", "top_p", "num_beams", "do_sample", "repetition_penalty")
+# ... and the ones this adapter reads itself
+_PROTOCOL_KEYS = ("until", "conversation", "image_aspect_ratio")
+
+
+def resolve_eval_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """`auto`: float16 on CUDA (the paper evaluated in fp16), float32 elsewhere."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in names:
+        raise ValueError(f"Unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16.")
+    return names[dtype]
+
+
+@dataclass
+class GenerationRequest:
+    """One question: its text (the task's context), its images and the task's generation options."""
+
+    question: str
+    images: list[PIL.Image.Image]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class EvalModel:
+    """A ShareGPT4V checkpoint evaluated as in the paper.
+
+    Args:
+        model: a `ShareGPT4VForCausalLM` in eval mode.
+        processor: its `ShareGPT4VProcessor` (tokenizes like the original, pads images to square or not).
+        batch_size: questions per `generate` call (left-padded). 1 is how the original loops ran.
+    """
+
+    def __init__(self, model: Any, processor: Any, batch_size: int = 1) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.batch_size = int(batch_size)
+        self._warned: set[str] = set()
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str, dtype: str | torch.dtype = "auto", device: str | None = None, batch_size: int = 1
+    ) -> EvalModel:
+        """Load a plugin checkpoint folder or Hub id; a released (unconverted) checkpoint is refused with the
+        `sharegpt4v convert` command that fixes it."""
+        from ..captioning import load_captioner
+
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model, processor = load_captioner(path, resolve_eval_dtype(dtype, device), device)
+        return cls(model, processor, batch_size=batch_size)
+
+    # ------------------------------------------------------------------------------------------ inputs
+
+    def prompt(self, question: str, num_images: int, conversation: str = "vicuna_v1") -> str:
+        """The prompt string of a question (see `protocol.build_prompt`); text-only questions get no image."""
+        return build_prompt(question, num_images, conversation)
+
+    def encode(self, prompts: list[str], images: list[list[PIL.Image.Image]], pad: bool = True) -> Any:
+        """Model inputs of a batch of prompts (left-padded) and their images, on the model's device and dtype."""
+        flat = [image.convert("RGB") for sample in images for image in sample]
+        inputs = self.processor(
+            text=prompts,
+            images=flat or None,
+            padding=len(prompts) > 1,
+            padding_side="left",
+            do_pad=pad,
+            return_tensors="pt",
+        )
+        inputs = inputs.to(self.model.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return inputs
+
+    def _split_options(self, options: dict[str, Any]) -> tuple[dict[str, Any], list[str], str, bool]:
+        """(generate kwargs, stop strings, conversation, pad) from a task's generation options."""
+        options = dict(options or {})
+        until = options.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        conversation = options.pop("conversation", "vicuna_v1")
+        aspect = options.pop("image_aspect_ratio", "pad")
+        if aspect not in ("pad", "original"):
+            raise ValueError(f"image_aspect_ratio must be 'pad' or 'original', got {aspect!r}.")
+        kwargs = {"max_new_tokens": 128, "do_sample": False, "num_beams": 1}
+        for key, value in options.items():
+            if key in _GENERATE_KEYS:
+                kwargs[key] = value
+            elif key not in self._warned:
+                self._warned.add(key)
+                logger.warning("Generation option %r is not used by the ShareGPT4V evaluator; ignored.", key)
+        temperature = float(kwargs.pop("temperature", 0) or 0)
+        top_p = kwargs.pop("top_p", None)
+        if temperature > 0:  # the original loops: do_sample = temperature > 0
+            kwargs.update(do_sample=True, temperature=temperature, **({"top_p": top_p} if top_p else {}))
+        else:
+            kwargs["do_sample"] = False
+        kwargs["max_new_tokens"] = int(kwargs["max_new_tokens"])
+        return kwargs, until, conversation, aspect == "pad"
+
+    # ------------------------------------------------------------------------------------------ generate
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenerationRequest]) -> list[str]:
+        """The answer to each request, greedy unless its options say otherwise: decoded without special
+        tokens, stripped, cut at the first stop string of `until`. Requests are batched by identical options,
+        longest prompt first, and answered in their original order."""
+        answers: list[str | None] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for index, request in enumerate(requests):
+            groups.setdefault(repr(sorted((request.options or {}).items(), key=str)), []).append(index)
+        for indices in groups.values():
+            kwargs, until, conversation, pad = self._split_options(requests[indices[0]].options)
+            prompts = {i: self.prompt(requests[i].question, len(requests[i].images), conversation) for i in indices}
+            order = sorted(indices, key=lambda i: -len(prompts[i]))
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start : start + self.batch_size]
+                inputs = self.encode([prompts[i] for i in batch], [requests[i].images for i in batch], pad)
+                output = self.model.generate(
+                    **inputs, pad_token_id=self.tokenizer.pad_token_id, use_cache=True, **kwargs
+                )
+                new = output[:, inputs["input_ids"].shape[1] :]
+                for i, text in zip(batch, self.tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
+                    answers[i] = _cut(text, until).strip()
+        return answers  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------------------------------ loglikelihood
+
+    @torch.inference_mode()
+    def loglikelihood(
+        self, question: str, continuation: str, images: list[PIL.Image.Image], options: dict[str, Any] | None = None
+    ) -> tuple[float, bool]:
+        """(sum of the log-probabilities of `continuation`'s tokens after the prompt of `question`, whether greedy
+        decoding would produce exactly those tokens). The continuation's tokens are those the prompt + continuation
+        string has beyond the prompt's own tokens (the processor tokenizes the text after the image in one piece)."""
+        _, _, conversation, pad = self._split_options(options or {})
+        prompt = self.prompt(question, len(images), conversation)
+        context_ids = self.encode([prompt], [images], pad)["input_ids"][0]
+        inputs = self.encode([prompt + continuation], [images], pad)
+        full_ids = inputs["input_ids"][0]
+        start = _common_prefix(context_ids, full_ids)
+        if start == len(full_ids):
+            raise ValueError(f"The continuation {continuation!r} adds no token to the prompt.")
+        logits = self.model(**inputs).logits[0, start - 1 : -1].float()
+        targets = full_ids[start:]
+        logprobs = torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None])[:, 0]
+        greedy = bool((logits.argmax(dim=-1) == targets).all())
+        return float(logprobs.sum()), greedy
+
+
+def _common_prefix(a: torch.Tensor, b: torch.Tensor) -> int:
+    n = min(len(a), len(b))
+    differ = (a[:n] != b[:n]).nonzero()
+    return int(differ[0]) if len(differ) else n
+
+
+def _cut(text: str, until: list[str]) -> str:
+    """`text` up to the first occurrence of any stop string."""
+    for stop in until:
+        if stop:
+            text = text.split(stop, 1)[0]
+    return text
