@@ -29,7 +29,11 @@ def test_quickstart_checkpoint_exports_to_llava_hf_with_the_original_ids(tmp_pat
     from transformers import AutoTokenizer
 
     from transformers_sharegpt4v import ShareGPT4VConfig
-    from transformers_sharegpt4v.conversion import _shipped_chat_template, check_whole_string_template
+    from transformers_sharegpt4v.conversion import (
+        _llava_hf_template,
+        _whole_string_tokenizer,
+        check_whole_string_template,
+    )
 
     spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
     quickstart = importlib.util.module_from_spec(spec)
@@ -38,4 +42,5 @@ def test_quickstart_checkpoint_exports_to_llava_hf_with_the_original_ids(tmp_pat
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer("A chat")["input_ids"][0] == tokenizer.bos_token_id
     config = ShareGPT4VConfig.from_pretrained(folder)
-    assert check_whole_string_template(config, tokenizer, _shipped_chat_template("vicuna_v1_llava_hf")) is None
+    whole = _whole_string_tokenizer(tokenizer)  # what the llava-hf export ships, for the tokenizer's `legacy`
+    assert check_whole_string_template(config, whole, _llava_hf_template(whole)) is None
