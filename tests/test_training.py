@@ -272,10 +272,30 @@ def test_group_by_length_recipe_gets_modality_lengths_and_the_length_sampler(tin
         "--dataset_name", str(tiny_run["corpus"]), "--output_dir", str(tmp_path), "--padding_free", "false",
         "--train_sampling_strategy", "group_by_length",
     ])  # fmt: skip
+    before = args[1].to_dict()
     trainer = build_trainer(*args)
+    assert args[1].to_dict() == before  # the caller's SFTConfig is not rewritten
+    assert trainer.args is not args[1] and trainer.args.remove_unused_columns is False
     lengths = trainer.train_dataset["length"]
     assert len(lengths) == 12 and all(length > 576 for length in lengths)
     assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+
+
+def test_packed_recipe_keeps_the_callers_config_and_saves_padding_free(tiny_run, tmp_path):
+    """TRL must see padding_free=False (it refuses it for images; our collator packs): a copy gets that, the
+    caller's SFTConfig and ModelConfig stay as given, and the trainer's (saved) arguments say padding_free."""
+    from transformers_sharegpt4v.training import build_trainer, parse_recipe
+
+    args = parse_recipe([
+        "--config", str(RECIPES / "tiny_finetune.yaml"), "--model_name_or_path", str(tiny_run["init"]),
+        "--dataset_name", str(tiny_run["corpus"]), "--output_dir", str(tmp_path), "--use_peft", "true",
+    ])  # fmt: skip
+    before = [a.to_dict() if hasattr(a, "to_dict") else dict(vars(a)) for a in args]
+    trainer = build_trainer(*args)
+    after = [a.to_dict() if hasattr(a, "to_dict") else dict(vars(a)) for a in args]
+    assert after == before and args[1].padding_free is True and args[2].lora_target_modules is None
+    assert trainer.args.padding_free is True and trainer.data_collator.padding_free is True
+    assert trainer.padding_free is False  # what TRL itself was told
 
 
 # --------------------------------------------------------------------------- padding-free packing

@@ -23,7 +23,6 @@ for vicuna_v1 the answers and their closing "</s>" (BOS, system, every "USER: ..
 ignored); for plain the caption and its newline.
 """
 
-import bisect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +180,248 @@ def _flatten_images(images: Any) -> list:
     return [images]
 
 
+class _PieceTokenizer:
+    """Encodes text pieces like the original: SentencePiece per piece, the tokenizer's `legacy` rule after special
+    tokens. Holds the segment encoder built from the tokenizer (rebuilt when the tokenizer changes)."""
+
+    def __init__(self) -> None:
+        self._cache: tuple[Any, _TokenizerSetup] | None = None
+
+    def setup(self, tokenizer: Any) -> _TokenizerSetup:
+        """How this tokenizer encodes text pieces like the original (rebuilt when tokens are added).
+
+        The special ids are read from what the tokenizer does (`tokenizer("a")` vs. without special tokens), as
+        the original code did (it kept BOS if `tokenizer(chunk)` started with it): transformers 5 does not keep
+        `add_bos_token` across save/load, the backend's post-processor does.
+        """
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        key = (id(backend), len(tokenizer), None if backend is None else backend.post_processor.__repr__())
+        if self._cache is None or self._cache[0] != key:
+            with_special = tokenizer.encode("a", add_special_tokens=True)
+            plain = tokenizer.encode("a", add_special_tokens=False)
+            start = next(
+                (i for i in range(len(with_special) - len(plain) + 1) if with_special[i : i + len(plain)] == plain), 0
+            )
+            encoder = _sentencepiece_segment_encoder(tokenizer)
+            setup = _TokenizerSetup(
+                encoder=encoder,
+                prefix=with_special[:start],
+                suffix=with_special[start + len(plain) :],
+                legacy=tokenizer_is_legacy(tokenizer),
+                added_ids=frozenset(tokenizer.added_tokens_decoder),
+                vocab=encoder.get_vocab() if encoder is not None else {},
+                unk_id=tokenizer.unk_token_id,
+            )
+            self._cache = (key, setup)
+        return self._cache[1]
+
+    def encode(self, tokenizer: Any, pieces: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
+        """Token ids and character offsets of each text piece, each tokenized on its own without BOS/EOS."""
+        setup = self.setup(tokenizer)
+        if setup.encoder is not None:
+            # `encode_batch` wakes the tokenizers thread pool: 20x slower than plain `encode` for the few short
+            # pieces of one sample, and far worse on a loaded machine (training collators call this per sample).
+            if len(pieces) <= _SMALL_BATCH:
+                encodings = [setup.encoder.encode(piece, add_special_tokens=False) for piece in pieces]
+            else:
+                encodings = setup.encoder.encode_batch(pieces, add_special_tokens=False)
+            if setup.legacy:
+                return [(list(e.ids), [tuple(o) for o in e.offsets]) for e in encodings]
+            return [_strip_prefix_after_special(e, piece, setup) for e, piece in zip(encodings, pieces, strict=True)]
+        # Not a SentencePiece tokenizer: the original's "tokenizer(piece)" is the tokenizer on its own.
+        with_offsets = getattr(tokenizer, "backend", None) == "tokenizers"
+        out = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=with_offsets)
+        offsets = out["offset_mapping"] if with_offsets else [[(0, 0)] * len(ids) for ids in out["input_ids"]]
+        return [(list(ids), [tuple(o) for o in offs]) for ids, offs in zip(out["input_ids"], offsets, strict=True)]
+
+
+def _tokenize_texts(
+    processor: "ShareGPT4VProcessor", texts: list[str], add_special_tokens: bool
+) -> list[dict[str, Any]]:
+    """`ShareGPT4VProcessor.tokenize_like_original`."""
+    setup = processor._pieces.setup(processor.tokenizer)
+    prefix, suffix = setup.prefix, (setup.suffix if add_special_tokens else [])
+    if not setup.legacy and setup.encoder is not None:
+        # transformers 4.31 with legacy=False first turned every "▁" of the text into a space.
+        texts = [text.replace(SPIECE_UNDERLINE, " ") for text in texts]
+    prefix_text = "".join(processor.tokenizer.convert_ids_to_tokens(prefix))
+    # A text that starts with the prefix (a chat template's "<s>", tokenized with add_special_tokens=False by
+    # apply_chat_template) has it as the BOS the tokenizer adds, not as a special token inside the text (which
+    # would change the text after it, see legacy).
+    leads = [len(prefix_text) if prefix and text.startswith(prefix_text) else 0 for text in texts]
+    split = [text[lead:].split(processor.image_token) for text, lead in zip(texts, leads, strict=True)]
+    encoded = iter(processor._pieces.encode(processor.tokenizer, [piece for pieces in split for piece in pieces]))
+    width, n_tokens = len(processor.image_token), processor.image_seq_length
+    results = []
+    for lead, pieces in zip(leads, split, strict=True):
+        ids: list[int] = list(prefix) if lead or add_special_tokens else []
+        offsets: list[tuple[int, int]] = [(0, lead)] * len(ids)
+        image_spans, replacements = [], []
+        start, gain = lead, 0  # start of the piece in `text`; characters gained by the expansion so far
+        for index, piece in enumerate(pieces):
+            piece_ids, piece_offsets = next(encoded)
+            ids.extend(piece_ids)
+            offsets.extend((s + start + gain, e + start + gain) for s, e in piece_offsets)
+            start += len(piece)
+            if index == len(pieces) - 1:
+                break
+            new_start = start + gain
+            offsets.extend((new_start + j * width, new_start + (j + 1) * width) for j in range(n_tokens))
+            image_spans.append((len(ids), len(ids) + n_tokens))
+            ids.extend([processor.image_token_id] * n_tokens)
+            replacements.append(
+                {
+                    "type": "image",
+                    "span": (start, start + width),
+                    "new_span": (new_start, new_start + width * n_tokens),
+                    "text": processor.image_token,
+                    "replacement": processor.image_token * n_tokens,
+                }
+            )
+            start += width
+            gain += width * (n_tokens - 1)
+        ids.extend(suffix)
+        offsets.extend([(start + gain, start + gain)] * len(suffix))
+        results.append(
+            {
+                "input_ids": ids,
+                "offset_mapping": offsets,
+                "image_spans": image_spans,
+                "text_replacement_offsets": replacements,
+            }
+        )
+    return results
+
+
+def _truncation_length(sample: dict[str, Any], max_length: int, count_image_as_one: bool) -> int:
+    """Number of tokens to keep: at most `max_length` counted positions, but never cutting or dropping an image."""
+    ids = sample["input_ids"]
+    cost = np.ones(len(ids), dtype=np.int64)
+    if count_image_as_one:
+        for start, end in sample["image_spans"]:
+            cost[start + 1 : end] = 0
+    keep = int(np.searchsorted(np.cumsum(cost), max_length, side="right"))
+    for start, end in sample["image_spans"]:
+        if keep < end:
+            if start > 0 and keep < start:
+                logger.warning_once(
+                    f"max_length={max_length} ends before an image: the text is kept up to the end of the last "
+                    "image instead, so the sequence is longer than max_length (images are never cut)."
+                )
+            keep = end
+    return keep
+
+
+def _check_image_counts(texts: list[str], images: Any, image_token: str) -> list:
+    """Flat list of images after checking that every text has one `<image>` per image passed for it."""
+    counts = [text.count(image_token) for text in texts]
+    if images is None:
+        for index, count in enumerate(counts):
+            if count:
+                raise ValueError(
+                    f"Sample {index}: the text has {count} {image_token!r} placeholder(s) but 0 images "
+                    "were passed. Pass `images` (one per placeholder), or remove the placeholders."
+                )
+        return []
+    nested = (
+        isinstance(images, (list, tuple))
+        and len(images) == len(texts)
+        and all(isinstance(item, (list, tuple)) for item in images)
+    )
+    if nested:
+        for index, (count, sample_images) in enumerate(zip(counts, images, strict=True)):
+            n_images = len(_flatten_images(sample_images))
+            if count != n_images:
+                raise ValueError(
+                    f"Sample {index}: the text has {count} {image_token!r} placeholder(s) but {n_images} "
+                    "image(s) were passed for it. Put one placeholder in the text per image."
+                )
+        return _flatten_images(images)
+    flat = _flatten_images(images)
+    if sum(counts) != len(flat):
+        where = "Sample 0" if len(texts) == 1 else f"Samples 0..{len(texts) - 1} (per sample: {counts})"
+        raise ValueError(
+            f"{where}: the text has {sum(counts)} {image_token!r} placeholder(s) in total but "
+            f"{len(flat)} image(s) were passed. Put one placeholder in the text per image (or pass the images "
+            "as one list per sample)."
+        )
+    return flat
+
+
+def _pad(
+    samples: list[dict[str, Any]],
+    padding: Any,
+    max_length: int | None,
+    multiple: int | None,
+    side: str,
+    pad_id: int | None,
+) -> None:
+    """Pad `input_ids`, `attention_mask` and `offset_mapping` of every sample in place."""
+    lengths = [len(s["input_ids"]) for s in samples]
+    if padding in (True, "longest"):
+        target = max(lengths)
+    elif padding == "max_length":
+        if max_length is None:
+            raise ValueError("padding='max_length' needs `max_length`.")
+        target = max(max_length, max(lengths))  # images are never cut, so a sample can exceed max_length
+    else:
+        raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad'; got {padding!r}.")
+    if multiple:
+        target = -(-target // multiple) * multiple
+    if side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}.")
+    if pad_id is None and any(length != target for length in lengths):
+        raise ValueError(
+            "The tokenizer has no pad token, so the batch cannot be padded. Set `tokenizer.pad_token` or call "
+            "`ShareGPT4VProcessor.prepare_tokenizer(tokenizer)`."
+        )
+    for sample in samples:
+        n = target - len(sample["input_ids"])
+        if n == 0:
+            continue
+        fill = {"input_ids": [pad_id] * n, "attention_mask": [0] * n, "offset_mapping": [(0, 0)] * n}
+        for key, values in fill.items():
+            sample[key] = values + sample[key] if side == "left" else sample[key] + values
+
+
+def _truncate(samples: list[dict[str, Any]], text_kwargs: dict[str, Any], tokenizer: Any) -> int | None:
+    """Truncate the samples in place as `truncation` / `max_length` ask (images are never cut); returns the
+    max_length in force (the tokenizer's model_max_length when truncating without one)."""
+    truncation = text_kwargs.get("truncation", False)
+    max_length = text_kwargs.get("max_length")
+    if max_length is None and truncation not in (None, False, "do_not_truncate"):
+        # As the tokenizer does: truncate to its model_max_length unless that is the "no limit" sentinel.
+        model_max_length = getattr(tokenizer, "model_max_length", None)
+        max_length = model_max_length if model_max_length is not None and model_max_length < 10**9 else None
+    if truncation not in (None, False, "do_not_truncate") and max_length is not None:
+        if tokenizer.truncation_side != "right":
+            raise ValueError(
+                "ShareGPT4VProcessor truncates only on the right (the images are at the start of the prompt); "
+                f"the tokenizer has truncation_side={tokenizer.truncation_side!r}."
+            )
+        count_image_as_one = bool(text_kwargs.get("count_image_as_one", False))
+        for sample in samples:
+            keep = _truncation_length(sample, max_length, count_image_as_one)
+            for key in ("input_ids", "attention_mask", "offset_mapping"):
+                sample[key] = sample[key][:keep]
+
+    return max_length
+
+
+def _texts_of(text: Any) -> list[str]:
+    """`text` of `__call__` as a list of strings, or a ValueError saying what is wrong."""
+    if text is None:
+        raise ValueError(
+            "ShareGPT4VProcessor needs `text` with one '<image>' per image. For pixel values alone, call "
+            "`processor.image_processor(images)`."
+        )
+    texts = [text] if isinstance(text, str) else list(text)
+    for index, sample in enumerate(texts):
+        if not isinstance(sample, str):
+            raise ValueError(f"Sample {index}: `text` must be a string or a list of strings, got {type(sample)}.")
+    return texts
+
+
 class ShareGPT4VProcessor(ProcessorMixin):
     r"""
     Processor of ShareGPT4V: a LLaMA tokenizer with an `<image>` token and a `ShareGPT4VImageProcessor`.
@@ -230,7 +471,7 @@ class ShareGPT4VProcessor(ProcessorMixin):
                 "`len(tokenizer)` (llava-hf checkpoints already have it: id 32000)."
             )
         self.image_token_id = image_token_id
-        self._segment_encoder_cache: tuple[Any, Any] | None = None
+        self._pieces = _PieceTokenizer()
 
     # ------------------------------------------------------------------ construction helpers
 
@@ -281,53 +522,6 @@ class ShareGPT4VProcessor(ProcessorMixin):
 
     # ------------------------------------------------------------------ tokenization
 
-    def _tokenizer_setup(self) -> "_TokenizerSetup":
-        """How this tokenizer encodes text pieces like the original (rebuilt when tokens are added).
-
-        The special ids are read from what the tokenizer does (`tokenizer("a")` vs. without special tokens), as
-        the original code did (it kept BOS if `tokenizer(chunk)` started with it): transformers 5 does not keep
-        `add_bos_token` across save/load, the backend's post-processor does.
-        """
-        backend = getattr(self.tokenizer, "backend_tokenizer", None)
-        key = (id(backend), len(self.tokenizer), None if backend is None else backend.post_processor.__repr__())
-        if self._segment_encoder_cache is None or self._segment_encoder_cache[0] != key:
-            with_special = self.tokenizer.encode("a", add_special_tokens=True)
-            plain = self.tokenizer.encode("a", add_special_tokens=False)
-            start = next(
-                (i for i in range(len(with_special) - len(plain) + 1) if with_special[i : i + len(plain)] == plain), 0
-            )
-            encoder = _sentencepiece_segment_encoder(self.tokenizer)
-            setup = _TokenizerSetup(
-                encoder=encoder,
-                prefix=with_special[:start],
-                suffix=with_special[start + len(plain) :],
-                legacy=tokenizer_is_legacy(self.tokenizer),
-                added_ids=frozenset(self.tokenizer.added_tokens_decoder),
-                vocab=encoder.get_vocab() if encoder is not None else {},
-                unk_id=self.tokenizer.unk_token_id,
-            )
-            self._segment_encoder_cache = (key, setup)
-        return self._segment_encoder_cache[1]
-
-    def _encode_pieces(self, pieces: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        """Token ids and character offsets of each text piece, each tokenized on its own without BOS/EOS."""
-        setup = self._tokenizer_setup()
-        if setup.encoder is not None:
-            # `encode_batch` wakes the tokenizers thread pool: 20x slower than plain `encode` for the few short
-            # pieces of one sample, and far worse on a loaded machine (training collators call this per sample).
-            if len(pieces) <= _SMALL_BATCH:
-                encodings = [setup.encoder.encode(piece, add_special_tokens=False) for piece in pieces]
-            else:
-                encodings = setup.encoder.encode_batch(pieces, add_special_tokens=False)
-            if setup.legacy:
-                return [(list(e.ids), [tuple(o) for o in e.offsets]) for e in encodings]
-            return [_strip_prefix_after_special(e, piece, setup) for e, piece in zip(encodings, pieces, strict=True)]
-        # Not a SentencePiece tokenizer: the original's "tokenizer(piece)" is the tokenizer on its own.
-        with_offsets = getattr(self.tokenizer, "backend", None) == "tokenizers"
-        out = self.tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=with_offsets)
-        offsets = out["offset_mapping"] if with_offsets else [[(0, 0)] * len(ids) for ids in out["input_ids"]]
-        return [(list(ids), [tuple(o) for o in offs]) for ids, offs in zip(out["input_ids"], offsets, strict=True)]
-
     def tokenize_like_original(self, texts: list[str], add_special_tokens: bool = True) -> list[dict[str, Any]]:
         """Tokenize each text as ShareGPT4V did, with every `<image>` expanded to `image_seq_length` tokens.
 
@@ -337,142 +531,7 @@ class ShareGPT4VProcessor(ProcessorMixin):
         With `add_special_tokens`, the tokens the tokenizer adds around a text (BOS for LLaMA) are added, except a
         prefix the text already starts with (a chat template's "<s>"), so BOS is never doubled.
         """
-        setup = self._tokenizer_setup()
-        prefix, suffix = setup.prefix, (setup.suffix if add_special_tokens else [])
-        if not setup.legacy and setup.encoder is not None:
-            # transformers 4.31 with legacy=False first turned every "▁" of the text into a space.
-            texts = [text.replace(SPIECE_UNDERLINE, " ") for text in texts]
-        prefix_text = "".join(self.tokenizer.convert_ids_to_tokens(prefix))
-        # A text that starts with the prefix (a chat template's "<s>", tokenized with add_special_tokens=False by
-        # apply_chat_template) has it as the BOS the tokenizer adds, not as a special token inside the text (which
-        # would change the text after it, see legacy).
-        leads = [len(prefix_text) if prefix and text.startswith(prefix_text) else 0 for text in texts]
-        split = [text[lead:].split(self.image_token) for text, lead in zip(texts, leads, strict=True)]
-        encoded = iter(self._encode_pieces([piece for pieces in split for piece in pieces]))
-        width, n_tokens = len(self.image_token), self.image_seq_length
-        results = []
-        for lead, pieces in zip(leads, split, strict=True):
-            ids: list[int] = list(prefix) if lead or add_special_tokens else []
-            offsets: list[tuple[int, int]] = [(0, lead)] * len(ids)
-            image_spans, replacements = [], []
-            start, gain = lead, 0  # start of the piece in `text`; characters gained by the expansion so far
-            for index, piece in enumerate(pieces):
-                piece_ids, piece_offsets = next(encoded)
-                ids.extend(piece_ids)
-                offsets.extend((s + start + gain, e + start + gain) for s, e in piece_offsets)
-                start += len(piece)
-                if index == len(pieces) - 1:
-                    break
-                new_start = start + gain
-                offsets.extend((new_start + j * width, new_start + (j + 1) * width) for j in range(n_tokens))
-                image_spans.append((len(ids), len(ids) + n_tokens))
-                ids.extend([self.image_token_id] * n_tokens)
-                replacements.append(
-                    {
-                        "type": "image",
-                        "span": (start, start + width),
-                        "new_span": (new_start, new_start + width * n_tokens),
-                        "text": self.image_token,
-                        "replacement": self.image_token * n_tokens,
-                    }
-                )
-                start += width
-                gain += width * (n_tokens - 1)
-            ids.extend(suffix)
-            offsets.extend([(start + gain, start + gain)] * len(suffix))
-            results.append(
-                {
-                    "input_ids": ids,
-                    "offset_mapping": offsets,
-                    "image_spans": image_spans,
-                    "text_replacement_offsets": replacements,
-                }
-            )
-        return results
-
-    def _truncation_length(self, sample: dict[str, Any], max_length: int, count_image_as_one: bool) -> int:
-        """Number of tokens to keep: at most `max_length` counted positions, but never cutting or dropping an image."""
-        ids = sample["input_ids"]
-        cost = np.ones(len(ids), dtype=np.int64)
-        if count_image_as_one:
-            for start, end in sample["image_spans"]:
-                cost[start + 1 : end] = 0
-        keep = int(np.searchsorted(np.cumsum(cost), max_length, side="right"))
-        for start, end in sample["image_spans"]:
-            if keep < end:
-                if start > 0 and keep < start:
-                    logger.warning_once(
-                        f"max_length={max_length} ends before an image: the text is kept up to the end of the last "
-                        "image instead, so the sequence is longer than max_length (images are never cut)."
-                    )
-                keep = end
-        return keep
-
-    def _check_image_counts(self, texts: list[str], images: Any) -> list:
-        """Flat list of images after checking that every text has one `<image>` per image passed for it."""
-        counts = [text.count(self.image_token) for text in texts]
-        if images is None:
-            for index, count in enumerate(counts):
-                if count:
-                    raise ValueError(
-                        f"Sample {index}: the text has {count} {self.image_token!r} placeholder(s) but 0 images "
-                        "were passed. Pass `images` (one per placeholder), or remove the placeholders."
-                    )
-            return []
-        nested = (
-            isinstance(images, (list, tuple))
-            and len(images) == len(texts)
-            and all(isinstance(item, (list, tuple)) for item in images)
-        )
-        if nested:
-            for index, (count, sample_images) in enumerate(zip(counts, images, strict=True)):
-                n_images = len(_flatten_images(sample_images))
-                if count != n_images:
-                    raise ValueError(
-                        f"Sample {index}: the text has {count} {self.image_token!r} placeholder(s) but {n_images} "
-                        "image(s) were passed for it. Put one placeholder in the text per image."
-                    )
-            return _flatten_images(images)
-        flat = _flatten_images(images)
-        if sum(counts) != len(flat):
-            where = "Sample 0" if len(texts) == 1 else f"Samples 0..{len(texts) - 1} (per sample: {counts})"
-            raise ValueError(
-                f"{where}: the text has {sum(counts)} {self.image_token!r} placeholder(s) in total but "
-                f"{len(flat)} image(s) were passed. Put one placeholder in the text per image (or pass the images "
-                "as one list per sample)."
-            )
-        return flat
-
-    def _pad(
-        self, samples: list[dict[str, Any]], padding: Any, max_length: int | None, multiple: int | None, side: str
-    ) -> None:
-        """Pad `input_ids`, `attention_mask` and `offset_mapping` of every sample in place."""
-        lengths = [len(s["input_ids"]) for s in samples]
-        if padding in (True, "longest"):
-            target = max(lengths)
-        elif padding == "max_length":
-            if max_length is None:
-                raise ValueError("padding='max_length' needs `max_length`.")
-            target = max(max_length, max(lengths))  # images are never cut, so a sample can exceed max_length
-        else:
-            raise ValueError(f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad'; got {padding!r}.")
-        if multiple:
-            target = -(-target // multiple) * multiple
-        if side not in ("left", "right"):
-            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}.")
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None and any(length != target for length in lengths):
-            raise ValueError(
-                "The tokenizer has no pad token, so the batch cannot be padded. Set `tokenizer.pad_token` or call "
-                "`ShareGPT4VProcessor.prepare_tokenizer(tokenizer)`."
-            )
-        for sample in samples:
-            n = target - len(sample["input_ids"])
-            if n == 0:
-                continue
-            fill = {"input_ids": [pad_id] * n, "attention_mask": [0] * n, "offset_mapping": [(0, 0)] * n}
-            for key, values in fill.items():
-                sample[key] = values + sample[key] if side == "left" else sample[key] + values
+        return _tokenize_texts(self, texts, add_special_tokens)
 
     def __call__(self, images: Any = None, text: str | list[str] | None = None, **kwargs: Any) -> BatchFeature:
         """Tokenize `text` like the original ShareGPT4V code and preprocess `images`.
@@ -490,15 +549,7 @@ class ShareGPT4VProcessor(ProcessorMixin):
         Returns:
             `BatchFeature` with `input_ids`, `attention_mask` and, with images, `pixel_values` (N, 3, 336, 336).
         """
-        if text is None:
-            raise ValueError(
-                "ShareGPT4VProcessor needs `text` with one '<image>' per image. For pixel values alone, call "
-                "`processor.image_processor(images)`."
-            )
-        texts = [text] if isinstance(text, str) else list(text)
-        for index, sample in enumerate(texts):
-            if not isinstance(sample, str):
-                raise ValueError(f"Sample {index}: `text` must be a string or a list of strings, got {type(sample)}.")
+        texts = _texts_of(text)
         merged = self._merge_kwargs(
             ShareGPT4VProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
         )
@@ -506,39 +557,24 @@ class ShareGPT4VProcessor(ProcessorMixin):
         for key in _UNSUPPORTED_TEXT_KWARGS + ("return_overflowing_tokens", "sanitize_control_tokens"):
             if text_kwargs.get(key):
                 raise ValueError(f"ShareGPT4VProcessor does not support `{key}`.")
-        flat_images = self._check_image_counts(texts, images)
+        flat_images = _check_image_counts(texts, images, self.image_token)
 
         add_special_tokens = text_kwargs.get("add_special_tokens") is not False  # None means the default, True
         samples = self.tokenize_like_original(texts, add_special_tokens=add_special_tokens)
         for sample in samples:
             sample["attention_mask"] = [1] * len(sample["input_ids"])
 
-        truncation = text_kwargs.get("truncation", False)
-        max_length = text_kwargs.get("max_length")
-        if max_length is None and truncation not in (None, False, "do_not_truncate"):
-            # As the tokenizer does: truncate to its model_max_length unless that is the "no limit" sentinel.
-            model_max_length = getattr(self.tokenizer, "model_max_length", None)
-            max_length = model_max_length if model_max_length is not None and model_max_length < 10**9 else None
-        if truncation not in (None, False, "do_not_truncate") and max_length is not None:
-            if self.tokenizer.truncation_side != "right":
-                raise ValueError(
-                    "ShareGPT4VProcessor truncates only on the right (the images are at the start of the prompt); "
-                    f"the tokenizer has truncation_side={self.tokenizer.truncation_side!r}."
-                )
-            count_image_as_one = bool(text_kwargs.get("count_image_as_one", False))
-            for sample in samples:
-                keep = self._truncation_length(sample, max_length, count_image_as_one)
-                for key in ("input_ids", "attention_mask", "offset_mapping"):
-                    sample[key] = sample[key][:keep]
+        max_length = _truncate(samples, text_kwargs, self.tokenizer)
 
         padding = text_kwargs.get("padding", False)
         if padding not in (None, False, "do_not_pad"):
-            self._pad(
+            _pad(
                 samples,
                 padding,
                 max_length,
                 text_kwargs.get("pad_to_multiple_of"),
                 text_kwargs.get("padding_side") or self.tokenizer.padding_side,
+                self.tokenizer.pad_token_id,
             )
         return_tensors = text_kwargs.get("return_tensors")
         if return_tensors is not None and len({len(s["input_ids"]) for s in samples}) > 1:
@@ -547,6 +583,14 @@ class ShareGPT4VProcessor(ProcessorMixin):
                 f"(lengths: {[len(s['input_ids']) for s in samples]})."
             )
 
+        data = self._text_outputs(samples, merged)
+        if flat_images:
+            data.update(self.image_processor(flat_images, **merged["images_kwargs"]))
+        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+
+    def _text_outputs(self, samples: list[dict[str, Any]], merged: dict[str, Any]) -> dict[str, Any]:
+        """The text fields of `__call__`'s output that the kwargs ask for."""
+        text_kwargs = merged["text_kwargs"]
         data: dict[str, Any] = {"input_ids": [s["input_ids"] for s in samples]}
         if text_kwargs.get("return_attention_mask", True) is not False:
             data["attention_mask"] = [s["attention_mask"] for s in samples]
@@ -556,33 +600,9 @@ class ShareGPT4VProcessor(ProcessorMixin):
             data["text_replacement_offsets"] = [s["text_replacement_offsets"] for s in samples]
         if merged.get("return_mm_token_type_ids") or text_kwargs.get("return_mm_token_type_ids"):
             data["mm_token_type_ids"] = self.create_mm_token_type_ids(data["input_ids"])
-        if flat_images:
-            data.update(self.image_processor(flat_images, **merged["images_kwargs"]))
-        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+        return data
 
     # ------------------------------------------------------------------ chat templates and labels
-
-    def _adjust_assistant_masks_indices(self, processed_dict: dict[str, Any], generation_indices: list[list[int]]):
-        """Assistant mask of every token from the template's `{% generation %}` character spans.
-
-        Same rule as transformers' (a token is in the mask if its characters overlap a span, spans shifted past
-        the expanded image placeholders), vectorized, so it also stays fast on tensors of 2k+ tokens.
-        """
-        offsets = processed_dict.pop("offset_mapping")
-        replacements = processed_dict.pop("text_replacement_offsets", None) or [[]] * len(offsets)
-        masks = []
-        for sample_offsets, sample_replacements, spans in zip(offsets, replacements, generation_indices, strict=True):
-            sample_offsets = np.asarray(sample_offsets, dtype=np.int64).reshape(-1, 2)
-            starts, ends = sample_offsets[:, 0], sample_offsets[:, 1]
-            placeholder_ends = [r["span"][1] for r in sample_replacements]
-            gained = [0] + [r["new_span"][1] - r["span"][1] for r in sample_replacements]
-            mask = np.zeros(len(sample_offsets), dtype=bool)
-            for span in spans:
-                span_start, span_end = (c + gained[bisect.bisect_right(placeholder_ends, c)] for c in span)
-                mask |= (starts < span_end) & (ends > span_start)
-            masks.append(mask.astype(np.int64).tolist())
-        processed_dict["assistant_masks"] = masks
-        return processed_dict
 
     def build_labels(
         self,

@@ -28,7 +28,7 @@ from `position_ids` without them.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -76,8 +76,7 @@ class ShareGPT4VDataCollator:
         return_flash_kwargs: padding-free only: also return `cu_seq_lens_q/k`, `max_length_q/k` (only safe
             when the vision tower does not run flash attention; see the module docstring).
 
-    After a call, `last_stats` holds the batch's sample, real-token and padded-token counts; `skipped` counts
-    the samples dropped because their images did not fit in `max_length`.
+    `skipped` counts the samples dropped because their images did not fit in `max_length`.
     """
 
     processor: Any
@@ -88,7 +87,6 @@ class ShareGPT4VDataCollator:
     pad_to_multiple_of: int | None = None
     return_flash_kwargs: bool = False
     skipped: int = 0
-    last_stats: dict[str, int] = field(default_factory=dict)
 
     def encode(self, example: dict[str, Any]) -> dict[str, Any] | None:
         """`input_ids`, `labels` and `pixel_values` of one row, or None (counted) if its images cannot fit."""
@@ -133,8 +131,6 @@ class ShareGPT4VDataCollator:
         pixel_values = [e["pixel_values"] for e in encoded if "pixel_values" in e]
         if pixel_values:
             batch["pixel_values"] = torch.cat(pixel_values)
-        real = sum(len(e["input_ids"]) for e in encoded)
-        self.last_stats = {"samples": len(encoded), "tokens": real, "positions": batch["input_ids"].numel()}
         return batch
 
     def pad(self, encoded: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -19,6 +19,7 @@ happens there, so image batches work unchanged.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -143,6 +144,7 @@ def peft_config_for(model_args: ModelConfig, stage: str) -> Any:
     """LoRA on the LLM's linear layers; the projector trained in full (`modules_to_save`)."""
     from trl import get_peft_config
 
+    model_args = copy.copy(model_args)  # the defaults below are ours; the caller's ModelConfig stays as given
     if model_args.lora_target_modules is None:
         model_args.lora_target_modules = DEFAULT_LORA_TARGET
     if model_args.lora_modules_to_save is None:
@@ -167,6 +169,8 @@ def build_trainer(
     model = model if model is not None else load_model(model_args, training_args)
     train_dataset = train_dataset if train_dataset is not None else load_training_dataset(script_args)
 
+    # The settings TRL must see go to a copy: the caller's SFTConfig stays as given.
+    recipe_args, training_args = training_args, copy.copy(training_args)
     padding_free = bool(training_args.padding_free)
     training_args.padding_free = False  # TRL refuses it for image datasets; our collator packs instead
     if training_args.packing:
@@ -228,7 +232,7 @@ def build_trainer(
         processor.image_seq_length - 1,
         "padding-free packing" if padding_free else "padded batches",
     )
-    return ShareGPT4VTrainer(
+    trainer = ShareGPT4VTrainer(
         model=model,
         args=training_args,
         data_collator=collator,
@@ -236,6 +240,10 @@ def build_trainer(
         processing_class=processor,
         peft_config=peft_config,
     )
+    # TRL read padding_free in __init__ only; the saved training arguments say what the run does (the collator
+    # packs), as the recipe said.
+    trainer.args.padding_free = recipe_args.padding_free
+    return trainer
 
 
 def train(
