@@ -20,40 +20,16 @@ decoding: the batched answers may differ only where left padding changes a near-
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import datasets
 import torch
+from bench_caption import build_tiny_model  # the same tiny model as the captioning benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_DATA = ROOT / "tests" / "fixtures" / "eval"
-
-
-def build_tiny_model(folder: Path) -> Path:
-    """A tiny ShareGPT4V checkpoint (CLIP 336/14: the real 576 image tokens; a 4-layer 256-wide Llama)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import tiny_config_kwargs, train_llama_sentencepiece
-    from transformers import LlamaTokenizer
-
-    from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM, ShareGPT4VProcessor
-
-    folder.mkdir(parents=True, exist_ok=True)
-    train_llama_sentencepiece(folder / "tokenizer.model")
-    tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False)
-    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
-    kwargs = tiny_config_kwargs()
-    kwargs["vision_config"].update(hidden_size=64, intermediate_size=256, num_hidden_layers=2, projection_dim=64)
-    kwargs["text_config"].update(
-        hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8
-    )
-    config = ShareGPT4VConfig(**kwargs)
-    torch.manual_seed(0)
-    ShareGPT4VForCausalLM(config).save_pretrained(folder)
-    ShareGPT4VProcessor.from_model_config(config, tokenizer).save_pretrained(folder)
-    return folder
 
 
 def fixture_requests(max_new_tokens: int) -> list:
