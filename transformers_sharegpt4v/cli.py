@@ -21,7 +21,7 @@ from .errors import UsageError
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "convert": (
-        "transformers_sharegpt4v.conversion_cli",
+        "transformers_sharegpt4v.conversion.cli",
         "convert a released ShareGPT4V/LLaVA or llava-hf checkpoint",
     ),
     "push": ("transformers_sharegpt4v.hub", "upload a checkpoint folder (weights, code, processor, card) to the Hub"),

@@ -1,6 +1,6 @@
 """`sharegpt4v convert SRC DST [--vision-tower VIT] [--to sharegpt4v|llava-hf] [--dtype ...]`.
 
-The options of `convert_checkpoint` (conversion.py). This module imports nothing heavy, so that
+The options of `convert_checkpoint` (convert.py). This module imports nothing heavy, so that
 `sharegpt4v convert --help` answers at once; the conversion code (torch, transformers) loads in `run`.
 """
 
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .conversion import convert_checkpoint
+    from .convert import convert_checkpoint
 
     dst = convert_checkpoint(
         args.src,
