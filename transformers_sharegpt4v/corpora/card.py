@@ -9,6 +9,8 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .layout import corpus_features
+
 __all__ = ["render_dataset_card", "write_dataset_card"]
 
 _COLUMNS = [
@@ -25,8 +27,6 @@ def _yaml_header(report: dict[str, Any], hub: bool) -> DatasetCardData:
     would load the rows cached the first time. Without it the shards are found by their `train-` names
     and the cache is keyed by their modification times."""
     from datasets import DatasetInfo
-
-    from .build import corpus_features
 
     info = DatasetInfo(features=corpus_features())._to_yaml_dict()
     info["splits"] = [{"name": "train", "num_bytes": report["num_bytes"], "num_examples": report["records_written"]}]

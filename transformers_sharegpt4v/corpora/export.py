@@ -11,6 +11,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from .layout import frozen_gc, read_report
 from .records import messages_to_conversations
 
 __all__ = ["export_corpus", "iter_corpus_rows", "load_corpus", "record_from_row", "write_json_list"]
@@ -102,8 +103,6 @@ def export_corpus(
     """Write the rows of `dataset` (a folder from `build_corpus` or a Hub repo id) to `json_path` as one
     LLaVA JSON list; returns the number of records. Image paths come back relative to the data root (for
     folders built without --embed-images, the root recorded in report.json unless `image_root` is given)."""
-    from .build import frozen_gc, read_report
-
     if image_root is None and Path(dataset).is_dir():
         report = read_report(dataset)
         image_root = report["image_root"] if report else None

@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
-from .build import DATA_DIR, REPORT_FILE, corpus_features, open_parquet_writer, read_report
 from .card import render_dataset_card
+from .layout import DATA_DIR, REPORT_FILE, corpus_features, open_parquet_writer, read_report
 
 __all__ = ["push_corpus"]
 
