@@ -1,11 +1,12 @@
-"""Build a `datasets`-loadable folder (parquet shards + dataset card + report.json) from LLaVA JSON corpora.
+"""Build a `datasets`-loadable folder (parquet shards, dataset card, report.json, skipped.jsonl) from LLaVA JSON
+corpora.
 
 Flow: each JSON file is streamed record by record (reader.py) -> shape and content checks and the duplicate
 check run in this process (records.py) -> the distinct image paths of a batch of records go to the image
 worker processes (images.py) while the next batch is read -> the records of a checked batch become rows and are
 appended to the current parquet shard (pyarrow, set up as `datasets` writes parquet). Nothing grows with
-the corpus except the set of seen ids and the per-path check cache. Skipped records are appended to one temporary file per
-reason and gathered into report.json at the end.
+the corpus except the set of seen ids and the per-path check cache. Skipped records are appended to
+skipped.jsonl as they come; report.json (plain JSON) holds the numbers.
 
 Everything is written to a hidden folder beside OUT and moved into OUT only when the build is complete: a
 build that fails (bad input, Ctrl-C, a crash) leaves OUT as it was, so the same command runs again as is.
@@ -31,7 +32,7 @@ from ..errors import MissingFileError, UsageError
 from . import hub
 from .card import write_dataset_card
 from .images import ImageChecker
-from .layout import DATA_DIR, REPORT_FILE, ShardWriter, corpus_features, frozen_gc
+from .layout import DATA_DIR, REPORT_FILE, SKIPPED_FILE, ShardWriter, corpus_features, frozen_gc
 from .reader import JSONListReader, MalformedRecord
 from .records import (
     SKIP_REASONS,
@@ -49,7 +50,8 @@ __all__ = ["BuildResult", "build_corpus"]
 
 @dataclass
 class BuildResult:
-    """What `build_corpus` did; `report` is the content of OUT/report.json without the skipped ids."""
+    """What `build_corpus` did; `report` is the content of OUT/report.json (the skipped records are listed in
+    OUT/skipped.jsonl)."""
 
     output_dir: Path
     records_read: int
@@ -72,46 +74,27 @@ class BuildResult:
 
 
 class _SkipLog:
-    """Skipped records, one JSON line per record in a temporary file per reason (memory stays flat)."""
+    """Skipped records, one JSON line per record (`{reason, id, file, index, detail}`), appended to
+    OUT/skipped.jsonl as they come (memory stays flat); the first record of each reason is kept for messages."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.counts: Counter[str] = Counter()
-        self._files: dict[str, Any] = {}
+        self._first: dict[str, dict[str, Any]] = {}
+        self._handle = open(path, "w", encoding="utf-8")
 
     def add(self, reason: str, record_id: str | None, file: str, index: int, detail: str) -> None:
-        if reason not in self._files:
-            self._files[reason] = open(self.folder / f".skipped-{reason}.jsonl", "w+", encoding="utf-8")
-        entry = {"id": record_id, "file": file, "index": index, "detail": detail}
-        self._files[reason].write(json.dumps(entry, ensure_ascii=False) + "\n")
+        entry = {"reason": reason, "id": record_id, "file": file, "index": index, "detail": detail}
+        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._first.setdefault(reason, entry)
         self.counts[reason] += 1
-
-    def write_json(self, handle) -> None:
-        """Write the `{"reason": [entries...], ...}` object to `handle`, streaming the temporary files."""
-        handle.write("{")
-        for number, reason in enumerate(sorted(self._files)):
-            temp = self._files[reason]
-            temp.seek(0)
-            handle.write(("," if number else "") + f"\n    {json.dumps(reason)}: [")
-            for line_number, line in enumerate(temp):
-                handle.write(("," if line_number else "") + "\n      " + line.rstrip("\n"))
-            handle.write("\n    ]")
-        handle.write("\n  }" if self._files else "}")
 
     def first(self, reason: str) -> dict[str, Any] | None:
         """The first record skipped for `reason`, as logged."""
-        temp = self._files.get(reason)
-        if temp is None:
-            return None
-        temp.flush()
-        with open(temp.name, encoding="utf-8") as handle:
-            return json.loads(handle.readline())
+        return self._first.get(reason)
 
     def close(self) -> None:
-        for temp in self._files.values():
-            temp.close()
-            os.unlink(temp.name)
-        self._files = {}
+        self._handle.close()
 
 
 def _default_command(json_files, image_root, output_dir, embed_images, push_to_hub) -> str:
@@ -131,7 +114,7 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise UsageError(
             f"Output folder {output_dir} is not empty. Choose a new folder, or pass --overwrite to replace its "
-            "data/, README.md and report.json."
+            "data/, README.md, report.json and skipped.jsonl."
         )
 
 
@@ -153,11 +136,12 @@ def _first_missing_ancestor(path: Path) -> Path | None:
 
 
 def _commit(staging: Path, output_dir: Path) -> None:
-    """Move a finished build from `staging` into OUT, replacing the data/, README.md and report.json it held."""
+    """Move a finished build from `staging` into OUT, replacing the data/, README.md, report.json and
+    skipped.jsonl it held."""
     if not output_dir.exists():
         staging.rename(output_dir)
         return
-    for name in (DATA_DIR, "README.md", REPORT_FILE):
+    for name in (DATA_DIR, "README.md", REPORT_FILE, SKIPPED_FILE):
         old = output_dir / name
         shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
     for item in staging.iterdir():
@@ -192,7 +176,7 @@ class _Builder:
     def __init__(self, output_dir: Path, checker: ImageChecker, embed_images: bool, max_shard_bytes: int) -> None:
         self.checker = checker
         self.embed_images = embed_images
-        self.skips = _SkipLog(output_dir)
+        self.skips = _SkipLog(output_dir / SKIPPED_FILE)
         self.writer = ShardWriter(
             output_dir / DATA_DIR, corpus_features(), 100 if embed_images else 1000, max_shard_bytes
         )
@@ -317,7 +301,8 @@ def build_corpus(
     """Convert LLaVA/ShareGPT4V JSON corpora into a dataset folder `output_dir` that
     `datasets.load_dataset(output_dir, split="train")` and `trl sft` load directly.
 
-    Bad records are skipped and listed in `output_dir/report.json` (see `SKIP_REASONS`). Without
+    Bad records are skipped, counted in `output_dir/report.json` and listed one JSON line each in
+    `output_dir/skipped.jsonl` (see `SKIP_REASONS`). Without
     `embed_images` rows reference the image files by absolute path (valid on this machine); with it the
     bytes are stored in the shards (what the Hub needs; `push_to_hub` embeds them in any case).
 
@@ -361,7 +346,7 @@ def build_corpus(
                 if require_records and builder.writer.rows_written == 0:
                     raise _nothing_usable(json_files, builder, image_root)
                 report = builder.report(command, shards, time.perf_counter() - started)
-                _write_report(staging / REPORT_FILE, report, builder.skips)
+                _write_report(staging / REPORT_FILE, report)
             finally:
                 builder.skips.close()
                 bar.close()
@@ -392,10 +377,8 @@ def _id_of(obj: Any) -> str | None:
     return None if record_id is None or isinstance(record_id, (dict, list)) else str(record_id)
 
 
-def _write_report(path: Path, report: dict[str, Any], skips: _SkipLog) -> None:
-    """report.json: the build's numbers, then `skipped`: {reason: [{id, file, index, detail}, ...]}."""
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """report.json: the build's numbers (the skipped records themselves are in skipped.jsonl)."""
     with open(path, "w", encoding="utf-8") as handle:
-        head = json.dumps(report, indent=2, ensure_ascii=False)
-        handle.write(head[: head.rfind("}")].rstrip() + ',\n  "skipped": ')
-        skips.write_json(handle)
-        handle.write("\n}\n")
+        json.dump(report, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")

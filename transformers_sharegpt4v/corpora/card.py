@@ -51,7 +51,7 @@ def _length_rows(stats: dict[str, Any]) -> list[str]:
 
 
 def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, repo_id: str | None = None) -> str:
-    """The card text for a build report (`report.json` without `skipped`)."""
+    """The card text for a build report (the content of `report.json`)."""
     embedded = report["embed_images"] if embedded is None else embedded
     names = ", ".join(f"`{os.path.basename(item['file'])}`" for item in report["inputs"])
     where = repo_id or "path/to/this/folder"
@@ -59,7 +59,7 @@ def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, re
         f"# ShareGPT4V corpus from {names}",
         "",
         f"{report['records_written']:,} of {report['records_read']:,} records of the LLaVA/ShareGPT4V JSON kept "
-        f"({report['records_skipped']:,} skipped, listed by id in `report.json`), built by "
+        f"({report['records_skipped']:,} skipped, listed by id in `skipped.jsonl`), built by "
         "transformers-sharegpt4v (`sharegpt4v data build`).",
         "",
         "```python",

@@ -1,4 +1,5 @@
-"""Upload a built corpus to the Hugging Face Hub (dataset repo): parquet shards, dataset card, report.json.
+"""Upload a built corpus to the Hugging Face Hub (dataset repo): parquet shards, dataset card, report.json,
+skipped.jsonl.
 
 The Hub cannot follow local paths, so a corpus built without --embed-images is embedded on the way: each
 shard is rewritten with the image bytes (`path` becomes the path under the data root) into a temporary
@@ -18,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from .card import render_dataset_card
-from .layout import DATA_DIR, REPORT_FILE, corpus_features, open_parquet_writer, read_report
+from .layout import DATA_DIR, REPORT_FILE, SKIPPED_FILE, corpus_features, open_parquet_writer, read_report
 
 __all__ = ["push_corpus"]
 
@@ -42,6 +43,11 @@ def _embed_shard(source: Path, target: Path, image_root: str) -> None:
         table = table.set_column(index, "images", pa.array(images, type=table.schema.field("images").type))
         writer.write_table(table)
     writer.close()
+
+
+def _report_files(output_dir: Path) -> list[str]:
+    """report.json, and skipped.jsonl when there is one (folders built by older versions have none)."""
+    return [name for name in (REPORT_FILE, SKIPPED_FILE) if (output_dir / name).is_file()]
 
 
 def push_corpus(
@@ -87,7 +93,7 @@ def push_corpus(
         operations = [CommitOperationAdd(f"{DATA_DIR}/{shard.name}", str(shard)) for shard in shards]
         operations += [
             CommitOperationAdd("README.md", card.encode("utf-8")),
-            CommitOperationAdd(REPORT_FILE, str(output_dir / REPORT_FILE)),
+            *[CommitOperationAdd(name, str(output_dir / name)) for name in _report_files(output_dir)],
             *[CommitOperationDelete(name) for name in stale],
         ]
         api.create_commit(

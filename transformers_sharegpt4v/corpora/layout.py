@@ -3,7 +3,8 @@ imports no other module of corpora/, so they all import it at module level witho
 
     OUT/data/train-XXXXX-of-YYYYY.parquet   the rows (`corpus_features()`), written by `ShardWriter`
     OUT/README.md                           the dataset card (card.py)
-    OUT/report.json                         the build's numbers and skipped records (`read_report`)
+    OUT/report.json                         the build's numbers, plain JSON (`read_report`)
+    OUT/skipped.jsonl                       one line per skipped record: {reason, id, file, index, detail}
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = [
     "DATA_DIR",
     "REPORT_FILE",
     "SHARD_PATTERN",
+    "SKIPPED_FILE",
     "ShardWriter",
     "corpus_features",
     "frozen_gc",
@@ -33,6 +35,7 @@ __all__ = [
 
 DATA_DIR = "data"
 REPORT_FILE = "report.json"
+SKIPPED_FILE = "skipped.jsonl"
 SHARD_PATTERN = "train-{index:05d}-of-{total:05d}.parquet"
 
 
@@ -60,18 +63,12 @@ def is_save_to_disk_folder(path: str | os.PathLike) -> bool:
 
 
 def read_report(output_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """OUT/report.json without the (possibly huge) `skipped` lists, or None when there is none. Reads only
-    the head of the file: `skipped` is always the last key, on a line of its own."""
+    """OUT/report.json (the skipped records are in OUT/skipped.jsonl), or None when there is none."""
     path = Path(output_dir) / REPORT_FILE
     if not path.is_file():
         return None
-    lines = []
     with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith('  "skipped": '):
-                break
-            lines.append(line)
-    return json.loads("".join(lines).rstrip().rstrip(",") + "\n}")
+        return json.load(handle)
 
 
 @contextlib.contextmanager
