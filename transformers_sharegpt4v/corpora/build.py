@@ -62,6 +62,19 @@ class BuildResult:
     seconds: float
     report: dict[str, Any] = field(repr=False)
 
+    @classmethod
+    def from_report(cls, output_dir: Path, report: dict[str, Any]) -> BuildResult:
+        return cls(
+            output_dir,
+            report["records_read"],
+            report["records_written"],
+            report["skipped_counts"],
+            report["sources"],
+            report["shards"],
+            report["seconds"],
+            report,
+        )
+
     def summary(self) -> str:
         skipped = sum(self.skipped.values())
         reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(self.skipped.items()))
@@ -282,6 +295,49 @@ class _Builder:
         }
 
 
+def _check_inputs(json_files, image_root, output_dir: Path, overwrite: bool) -> list:
+    """The corpus files as a list, after the checks that need no output: files exist and are JSON lists, the
+    image root is a folder, OUT may be written. Raises UsageError / MissingFileError."""
+    json_files = [json_files] if isinstance(json_files, (str, os.PathLike)) else list(json_files)
+    if not json_files:
+        raise UsageError("No JSON corpus given: pass at least one --json FILE.")
+    for path in json_files:
+        if not Path(path).is_file():
+            raise MissingFileError(f"Corpus file {path} does not exist: check --json.")
+    if not Path(image_root).is_dir():
+        raise MissingFileError(
+            f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ... as --image-root."
+        )
+    _check_output(output_dir, overwrite)
+    for path in json_files:
+        _check_json_list(path)
+    return json_files
+
+
+def _build_into(staging: Path, json_files: list, image_root, command: str, started: float, **options: Any):
+    """Read, check and write every record into `staging` (shards, skipped.jsonl, report.json, card);
+    returns (shard names, report)."""
+    (staging / DATA_DIR).mkdir()
+    total_bytes = sum(Path(path).stat().st_size for path in json_files)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not options["progress"])
+    with frozen_gc(), ImageChecker(image_root, options["num_workers"]) as checker:
+        builder = _Builder(staging, checker, options["embed_images"], options["max_shard_bytes"])
+        try:
+            for json_file in json_files:
+                builder.read(json_file, options["batch_size"], bar)
+            shards = builder.writer.close()
+            bar.close()
+            if options["require_records"] and builder.writer.rows_written == 0:
+                raise _nothing_usable(json_files, builder, image_root)
+            report = builder.report(command, shards, time.perf_counter() - started)
+            _write_report(staging / REPORT_FILE, report)
+        finally:
+            builder.skips.close()
+            bar.close()
+    write_dataset_card(staging, report)
+    return shards, report
+
+
 def build_corpus(
     json_files: str | os.PathLike | Sequence[str | os.PathLike],
     image_root: str | os.PathLike,
@@ -301,10 +357,9 @@ def build_corpus(
     """Convert LLaVA/ShareGPT4V JSON corpora into a dataset folder `output_dir` that
     `datasets.load_dataset(output_dir, split="train")` and `trl sft` load directly.
 
-    Bad records are skipped, counted in `output_dir/report.json` and listed one JSON line each in
-    `output_dir/skipped.jsonl` (see `SKIP_REASONS`). Without
-    `embed_images` rows reference the image files by absolute path (valid on this machine); with it the
-    bytes are stored in the shards (what the Hub needs; `push_to_hub` embeds them in any case).
+    Bad records are skipped, counted in `output_dir/report.json` and listed in `output_dir/skipped.jsonl` (see
+    `SKIP_REASONS`). Without `embed_images` rows reference the image files by absolute path (valid on this
+    machine); with it the bytes are stored in the shards (what the Hub needs; `push_to_hub` embeds them anyway).
 
     The build is written beside `output_dir` and moved into it at the end, so an error leaves `output_dir` as
     it was. Bad input (a missing file, a file that is not a JSON list, a non-empty `output_dir` without
@@ -312,61 +367,34 @@ def build_corpus(
     command line's choice: nothing is written then, and the message says what the records lacked).
     """
     started = time.perf_counter()
-    json_files = [json_files] if isinstance(json_files, (str, os.PathLike)) else list(json_files)
-    if not json_files:
-        raise UsageError("No JSON corpus given: pass at least one --json FILE.")
-    for path in json_files:
-        if not Path(path).is_file():
-            raise MissingFileError(f"Corpus file {path} does not exist: check --json.")
-    if not Path(image_root).is_dir():
-        raise MissingFileError(
-            f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ... as --image-root."
-        )
     output_dir = Path(output_dir)
-    _check_output(output_dir, overwrite)
-    for path in json_files:
-        _check_json_list(path)
+    json_files = _check_inputs(json_files, image_root, output_dir, overwrite)
     command = command or _default_command(json_files, image_root, output_dir, embed_images, push_to_hub)
-
     final = output_dir.resolve()  # `.` has no name to put beside it
     created = _first_missing_ancestor(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
     try:
-        (staging / DATA_DIR).mkdir()
-        total_bytes = sum(Path(path).stat().st_size for path in json_files)
-        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not progress)
-        with frozen_gc(), ImageChecker(image_root, num_workers) as checker:
-            builder = _Builder(staging, checker, embed_images, max_shard_bytes)
-            try:
-                for json_file in json_files:
-                    builder.read(json_file, batch_size, bar)
-                shards = builder.writer.close()
-                bar.close()
-                if require_records and builder.writer.rows_written == 0:
-                    raise _nothing_usable(json_files, builder, image_root)
-                report = builder.report(command, shards, time.perf_counter() - started)
-                _write_report(staging / REPORT_FILE, report)
-            finally:
-                builder.skips.close()
-                bar.close()
-        write_dataset_card(staging, report)
+        shards, report = _build_into(
+            staging,
+            json_files,
+            image_root,
+            command,
+            started,
+            embed_images=embed_images,
+            num_workers=num_workers,
+            max_shard_bytes=max_shard_bytes,
+            batch_size=batch_size,
+            progress=progress,
+            require_records=require_records,
+        )
         _commit(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    result = BuildResult(
-        output_dir,
-        report["records_read"],
-        report["records_written"],
-        report["skipped_counts"],
-        report["sources"],
-        shards,
-        report["seconds"],
-        report,
-    )
+    result = BuildResult.from_report(output_dir, report)
     if push_to_hub:
         hub.push_corpus(output_dir, push_to_hub, private=private)
     return result

@@ -50,6 +50,15 @@ def _length_rows(stats: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _skipped_rows(report: dict[str, Any]) -> list[str]:
+    if not report["skipped_counts"]:
+        return ["None."]
+    return ["| reason | records | meaning |", "| --- | ---: | --- |"] + [
+        f"| `{reason}` | {count:,} | {report['skip_reasons'].get(reason, '')} |"
+        for reason, count in report["skipped_counts"].items()
+    ]
+
+
 def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, repo_id: str | None = None) -> str:
     """The card text for a build report (the content of `report.json`)."""
     embedded = report["embed_images"] if embedded is None else embedded
@@ -103,14 +112,7 @@ def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, re
         "## Skipped records",
         "",
     ]
-    if report["skipped_counts"]:
-        lines += ["| reason | records | meaning |", "| --- | ---: | --- |"]
-        lines += [
-            f"| `{reason}` | {count:,} | {report['skip_reasons'].get(reason, '')} |"
-            for reason, count in report["skipped_counts"].items()
-        ]
-    else:
-        lines.append("None.")
+    lines += _skipped_rows(report)
     lines += ["", "## How it was built", "", "```bash", report["command"], "```", ""]
     card = DatasetCard(f"---\n{_yaml_header(report, hub=repo_id is not None).to_yaml()}\n---\n\n" + "\n".join(lines))
     return str(card)

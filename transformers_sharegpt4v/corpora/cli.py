@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", help="replace data/, README.md, report.json, skipped.jsonl in OUT"
     )
 
+    _add_export_stats_push(commands)
+
+
+def _add_export_stats_push(commands) -> None:
     export = commands.add_parser(
         "export",
         help="write a built corpus back to the LLaVA JSON list",
