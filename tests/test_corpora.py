@@ -535,9 +535,9 @@ def test_stats_match_an_independent_count_and_flag_repetition_loops(tmp_path):
 
 
 def test_caption_and_stats_share_one_degenerate_rule(tmp_path, capsys):
-    from transformers_sharegpt4v.captioning.degenerate import is_degenerate
     from transformers_sharegpt4v.cli import main
     from transformers_sharegpt4v.corpora.stats import CaptionStats
+    from transformers_sharegpt4v.degenerate import is_degenerate
 
     filler = (
         "The photo shows a quiet harbour at dawn with fishing boats tied to a wooden pier while gulls "
@@ -679,3 +679,21 @@ def test_build_push_flag_pushes_the_built_folder(built, tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "push_corpus", lambda out, repo, **kw: calls.append((Path(out), repo, kw)))
     build_corpus(corpus, root, tmp_path / "o", num_workers=0, progress=False, push_to_hub="me/c", private=True)
     assert calls == [(tmp_path / "o", "me/c", {"private": True})]
+
+
+def test_one_rule_for_paths_inside_the_image_root_and_for_save_to_disk_folders(tmp_path):
+    from transformers_sharegpt4v.corpora.hub import _path_under_root
+    from transformers_sharegpt4v.corpora.layout import is_save_to_disk_folder
+    from transformers_sharegpt4v.errors import UsageError
+    from transformers_sharegpt4v.files import relative_inside
+
+    root = str(tmp_path / "root")
+    assert relative_inside(f"{root}/coco/a.jpg", root) == "coco/a.jpg"
+    assert relative_inside(f"{root}/../other/a.jpg", root) is None and relative_inside(root, root) is None
+    assert _path_under_root(f"{root}/coco/a.jpg", root) == "coco/a.jpg"
+    with pytest.raises(UsageError, match="not under the image root"):
+        _path_under_root(str(tmp_path / "elsewhere" / "a.jpg"), root)  # no fallback to the base name
+    (tmp_path / "saved").mkdir()
+    assert not is_save_to_disk_folder(tmp_path / "saved")
+    (tmp_path / "saved" / "state.json").write_text("{}")
+    assert is_save_to_disk_folder(tmp_path / "saved")

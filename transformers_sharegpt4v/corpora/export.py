@@ -11,6 +11,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from ..files import atomic_write, relative_inside
 from .layout import frozen_gc, read_report
 from .records import messages_to_conversations
 
@@ -43,10 +44,10 @@ def _relative_path(path: str, image_root: str | None, record_id: str) -> str:
             f"Record {record_id!r} references the absolute image path {path!r} and no image root is known: "
             "pass --image-root with the folder the corpus was built from."
         )
-    prefix = image_root.rstrip(os.sep) + os.sep
-    if not path.startswith(prefix):
+    relative = relative_inside(path, image_root)
+    if relative is None:
         raise UsageError(f"Record {record_id!r}: image {path!r} is not under the image root {image_root!r}.")
-    return path[len(prefix) :]
+    return relative
 
 
 def record_from_row(row: dict[str, Any], image_root: str | None = None) -> dict[str, Any]:
@@ -71,24 +72,16 @@ def write_json_list(path: str | os.PathLike, records: Iterable[dict[str, Any]], 
     Returns the number of records."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("[")
-            for record in records:
-                text = json.dumps(record, ensure_ascii=False, indent=indent)
-                if indent is not None:
-                    text = text.replace("\n", "\n" + " " * indent)
-                handle.write(("," if count else "") + ("\n" + " " * indent if indent is not None else "\n") + text)
-                count += 1
-            handle.write("\n]\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        handle.write("[")
+        for record in records:
+            text = json.dumps(record, ensure_ascii=False, indent=indent)
+            if indent is not None:
+                text = text.replace("\n", "\n" + " " * indent)
+            handle.write(("," if count else "") + ("\n" + " " * indent if indent is not None else "\n") + text)
+            count += 1
+        handle.write("\n]\n")
     return count
 
 

@@ -18,14 +18,25 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from ..files import relative_inside
 from .card import render_dataset_card
 from .layout import DATA_DIR, REPORT_FILE, SKIPPED_FILE, corpus_features, open_parquet_writer, read_report
 
 __all__ = ["push_corpus"]
 
 
+def _path_under_root(path: str, image_root: str) -> str:
+    """The row's image path relative to the image root the corpus was built from; an image outside it is an
+    error (the corpus folder no longer matches its report.json), never guessed from the file's base name."""
+    relative = relative_inside(path, image_root)
+    if relative is None:
+        raise UsageError(
+            f"Image {path!r} is not under the image root {image_root!r} recorded in {REPORT_FILE}: rebuild the corpus."
+        )
+    return relative
+
+
 def _embed_shard(source: Path, target: Path, image_root: str) -> None:
-    prefix = image_root.rstrip(os.sep) + os.sep
     writer = open_parquet_writer(target, corpus_features())
     for batch in pq.ParquetFile(source).iter_batches(batch_size=100):
         table = pa.Table.from_batches([batch])
@@ -36,7 +47,7 @@ def _embed_shard(source: Path, target: Path, image_root: str) -> None:
                 path, data = image["path"], image["bytes"]
                 if data is None:
                     data = Path(path).read_bytes()
-                    path = path[len(prefix) :] if path.startswith(prefix) else os.path.basename(path)
+                    path = _path_under_root(path, image_root)
                 embedded.append({"path": path, "bytes": data})
             images.append(embedded)
         index = table.schema.get_field_index("images")
