@@ -18,8 +18,8 @@ import torch
 from conftest import FIXTURE_IMAGES, tiny_config_kwargs
 
 from transformers_sharegpt4v.captioning import caption_images, export_to_json, list_source, load_captioner
-from transformers_sharegpt4v.captioning.degenerate import degenerate_rows, find_repetition, is_degenerate
 from transformers_sharegpt4v.captioning.engine import PRESETS, CaptionEngine, GenerationSettings
+from transformers_sharegpt4v.degenerate import degenerate_rows, find_repetition, is_degenerate
 
 PROMPT = PRESETS["detailed"][0]
 MAX_NEW = 24

@@ -26,6 +26,7 @@ from transformers_sharegpt4v.corpora import (
     corpus_stats,
     export_corpus,
     messages_to_conversations,
+    read_report,
 )
 from transformers_sharegpt4v.corpora.card import render_dataset_card
 
@@ -275,14 +276,25 @@ def test_only_normalisation_is_a_newline_after_a_bare_tag():
 # -------------------------------------------------------------------------------------------------- build
 
 
+def _skipped(folder: Path) -> dict[str, list[dict]]:
+    """OUT/skipped.jsonl grouped by reason, in file order."""
+    grouped: dict[str, list[dict]] = {}
+    for line in (folder / "skipped.jsonl").read_text(encoding="utf-8").splitlines():
+        entry = json.loads(line)
+        grouped.setdefault(entry.pop("reason"), []).append(entry)
+    return grouped
+
+
 def test_every_bad_record_is_skipped_and_reported_with_its_id(built):
     folder, _, corpus, result = built
     report = json.loads((folder / "out" / "report.json").read_text())
+    assert "skipped" not in report and read_report(folder / "out") == report
+    skipped = _skipped(folder / "out")
     expected = {reason: [str(r["id"]) for r in records] for reason, records in BAD.items()}
     expected["malformed_json"] = ["m1"]
-    assert {reason: [e["id"] for e in entries] for reason, entries in report["skipped"].items()} == expected
+    assert {reason: [e["id"] for e in entries] for reason, entries in skipped.items()} == expected
     assert report["skipped_counts"] == {reason: len(ids) for reason, ids in expected.items()}
-    malformed = report["skipped"]["malformed_json"][0]
+    malformed = skipped["malformed_json"][0]
     assert malformed["index"] == 3 and malformed["file"] == str(corpus)
     total = len(GOOD) + 1 + sum(len(r) for r in BAD.values())
     assert (report["records_read"], report["records_written"]) == (total, len(GOOD))
@@ -469,9 +481,9 @@ def test_cut_off_file_keeps_what_was_read_and_says_so(tmp_path):
     corpus.write_text(text[: text.index('{"id": "4"')] + '{"id": "4", "conv')  # the download stopped here
     result = build_corpus(corpus, tmp_path / "root", tmp_path / "out", num_workers=0, progress=False)
     assert result.records_written == 4
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert [(e["id"], e["index"]) for e in report["skipped"]["malformed_json"]] == [("4", 4)]
-    assert "ends inside this record" in report["skipped"]["malformed_json"][0]["detail"]
+    skipped = _skipped(tmp_path / "out")
+    assert [(e["id"], e["index"]) for e in skipped["malformed_json"]] == [("4", 4)]
+    assert "ends inside this record" in skipped["malformed_json"][0]["detail"]
 
 
 def test_output_folder_is_not_overwritten_by_accident(built):
@@ -523,9 +535,9 @@ def test_stats_match_an_independent_count_and_flag_repetition_loops(tmp_path):
 
 
 def test_caption_and_stats_share_one_degenerate_rule(tmp_path, capsys):
-    from transformers_sharegpt4v.captioning.degenerate import is_degenerate
     from transformers_sharegpt4v.cli import main
     from transformers_sharegpt4v.corpora.stats import CaptionStats
+    from transformers_sharegpt4v.degenerate import is_degenerate
 
     filler = (
         "The photo shows a quiet harbour at dawn with fishing boats tied to a wooden pier while gulls "
@@ -611,8 +623,7 @@ def test_cli_refuses_a_corpus_with_nothing_usable_and_writes_nothing(tmp_path, c
     assert not (tmp_path / "out").exists()
     result = build_corpus(corpus, tmp_path / "root", tmp_path / "api", num_workers=0, progress=False)
     assert result.records_written == 0
-    report = json.loads((tmp_path / "api" / "report.json").read_text())
-    assert report["skipped"]["missing_image"][0]["id"] == "x"
+    assert _skipped(tmp_path / "api")["missing_image"][0]["id"] == "x"
 
 
 # ---------------------------------------------------------------------------------------------------- Hub
@@ -645,7 +656,7 @@ def test_push_then_load_back_from_a_local_hub(built, tmp_path):
     with local_hub(tmp_path / "hub") as hub:
         run_with_hub(hub, ["sharegpt4v", "data", "push", str(folder / "out"), "test-user/corpus"], cwd=tmp_path)
         files = hub.list_files("test-user/corpus", repo_type="dataset")
-        assert {"README.md", "report.json", "data/train-00000-of-00001.parquet"} <= set(files)
+        assert {"README.md", "report.json", "skipped.jsonl", "data/train-00000-of-00001.parquet"} <= set(files)
         assert (
             "path: data/train-*.parquet"
             in hub.read_file("test-user/corpus", "README.md", repo_type="dataset").decode()
@@ -668,3 +679,21 @@ def test_build_push_flag_pushes_the_built_folder(built, tmp_path, monkeypatch):
     monkeypatch.setattr(hub, "push_corpus", lambda out, repo, **kw: calls.append((Path(out), repo, kw)))
     build_corpus(corpus, root, tmp_path / "o", num_workers=0, progress=False, push_to_hub="me/c", private=True)
     assert calls == [(tmp_path / "o", "me/c", {"private": True})]
+
+
+def test_one_rule_for_paths_inside_the_image_root_and_for_save_to_disk_folders(tmp_path):
+    from transformers_sharegpt4v.corpora.hub import _path_under_root
+    from transformers_sharegpt4v.corpora.layout import is_save_to_disk_folder
+    from transformers_sharegpt4v.errors import UsageError
+    from transformers_sharegpt4v.files import relative_inside
+
+    root = str(tmp_path / "root")
+    assert relative_inside(f"{root}/coco/a.jpg", root) == "coco/a.jpg"
+    assert relative_inside(f"{root}/../other/a.jpg", root) is None and relative_inside(root, root) is None
+    assert _path_under_root(f"{root}/coco/a.jpg", root) == "coco/a.jpg"
+    with pytest.raises(UsageError, match="not under the image root"):
+        _path_under_root(str(tmp_path / "elsewhere" / "a.jpg"), root)  # no fallback to the base name
+    (tmp_path / "saved").mkdir()
+    assert not is_save_to_disk_folder(tmp_path / "saved")
+    (tmp_path / "saved" / "state.json").write_text("{}")
+    assert is_save_to_disk_folder(tmp_path / "saved")

@@ -113,7 +113,7 @@ def make_tiny_inputs(root: str | Path, n_samples: int = 32, seed: int = 0, max_s
     from datasets import Dataset
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-    from transformers_sharegpt4v.corpora.build import corpus_features
+    from transformers_sharegpt4v.corpora.layout import corpus_features
 
     root = Path(root)
     paths = {"vit": root / "vit", "llm": root / "llm", "corpus": root / "corpus"}

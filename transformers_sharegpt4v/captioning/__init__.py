@@ -5,9 +5,9 @@
     print(summary.line())
 
 Pieces: `loader` (sources and DataLoader workers), `engine` (batched generation with one prompt),
-`writer` (atomic parquet shards, run.json, errors.jsonl), `degenerate` (the repetition-loop rule, shared with
-`sharegpt4v data stats`: `transformers_sharegpt4v.degenerate`), `run` (`caption_images`, `export_to_json`),
-`cli` (`sharegpt4v caption`).
+`writer` (atomic parquet shards, run.json, errors.jsonl), `run` (`caption_images`, `export_to_json`),
+`cli` (`sharegpt4v caption`). The repetition-loop rule (shared with `sharegpt4v data stats`) is
+`transformers_sharegpt4v.degenerate`.
 """
 
 from importlib import import_module
@@ -16,7 +16,7 @@ from typing import Any
 # Heavy imports (torch, transformers, pyarrow) happen when a name is first used: `sharegpt4v caption --help`
 # and the light modules of this package (cli.py) cost nothing to import.
 _NAMES = {
-    "find_repetition": "degenerate",
+    "find_repetition": "degenerate",  # transformers_sharegpt4v.degenerate, the package's one rule
     "is_degenerate": "degenerate",
     "PRESETS": "engine",
     "CaptionEngine": "engine",
@@ -37,4 +37,5 @@ __all__ = sorted(_NAMES)
 def __getattr__(name: str) -> Any:
     if name not in _NAMES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_NAMES[name]}", __name__), name)
+    module = _NAMES[name]
+    return getattr(import_module(f"..{module}" if module == "degenerate" else f".{module}", __name__), name)

@@ -32,8 +32,8 @@ import torch
 from transformers import GenerationConfig, StaticCache
 from transformers.generation import CompileConfig
 
+from ..degenerate import degenerate_rows
 from ..errors import UsageError
-from .degenerate import degenerate_rows
 
 logger = logging.getLogger(__name__)
 

@@ -34,7 +34,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 # The processor module's strict decode (one copy of it in the package).
+from ..corpora.layout import is_save_to_disk_folder
 from ..errors import UsageError
+from ..files import relative_inside
 from ..image_processing_sharegpt4v import load_image_bytes, load_image_file
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "decode_image",
     "list_source",
     "make_loader",
+    "relative_inside",
     "source_root",
 ]
 
@@ -80,15 +83,6 @@ def _list_folder(root: Path, exclude: Path | None) -> tuple[list[str], list[str]
                 keys.append(Path(directory, name).relative_to(root).as_posix())
     keys.sort()
     return keys, [str(root / key) for key in keys]
-
-
-def relative_inside(path: str | os.PathLike, folder: str | os.PathLike) -> str | None:
-    """`path` relative to `folder` (posix) when it lies strictly inside it, else None. Both are taken as
-    written (made absolute, not resolved)."""
-    relative = os.path.relpath(os.path.abspath(path), os.path.abspath(folder))
-    if relative in (".", "..") or relative.startswith(".." + os.sep):
-        return None
-    return Path(relative).as_posix()
 
 
 def _key_under(path: str, folder: Path) -> str | None:
@@ -131,7 +125,7 @@ def source_root(source: str | os.PathLike, exclude: str | os.PathLike | None = N
 def _is_dataset_folder(path: Path, exclude: Path | None = None) -> bool:
     """A `save_to_disk` folder, or a folder whose data files are parquet/arrow (not an image folder).
     Files under `exclude` (the caption output, if it lies inside the folder) do not count."""
-    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
+    if is_save_to_disk_folder(path):
         return True
     for pattern in ("*", "*/*"):
         for file in path.glob(pattern):
@@ -144,7 +138,7 @@ def _load_dataset(spec: str, split: str) -> Any:
     import datasets
 
     path = Path(spec)
-    if path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()):
+    if is_save_to_disk_folder(path):
         loaded = datasets.load_from_disk(str(path))
     elif path.is_dir():
         loaded = datasets.load_dataset(str(path.resolve()), split=split)

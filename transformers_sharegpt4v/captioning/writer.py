@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import UsageError
+from ..files import atomic_write
 
 __all__ = [
     "SCHEMA",
@@ -75,26 +76,9 @@ captions = load_dataset("path/to/this/folder", split="train")
 FROZEN_KEYS = ("model", "prompt", "generation")
 
 
-def _fsync_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data.encode("utf-8") if isinstance(data, str) else data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # not supported on this platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def _fsync_write(path: Path, text: str) -> None:
+    with atomic_write(path) as handle:
+        handle.write(text)
 
 
 def check_run_config(output: str | os.PathLike, config: dict[str, Any], is_main: bool = True) -> None:
@@ -156,12 +140,8 @@ def read_done_keys(output: str | os.PathLike) -> set[str]:
 
 def rewrite_shard(path: Path, table: pa.Table) -> None:
     """Replace shard `path` by `table` atomically (temporary file, fsync, os.replace)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table.cast(SCHEMA), tmp, compression="zstd")
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    with atomic_write(path, "wb", sync_dir=True) as handle:
+        pq.write_table(table.cast(SCHEMA), handle, compression="zstd")
 
 
 class ShardWriter:

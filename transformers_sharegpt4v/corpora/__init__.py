@@ -16,8 +16,8 @@ from typing import Any
 _NAMES = {
     "BuildResult": "build",
     "build_corpus": "build",
-    "corpus_features": "build",
-    "read_report": "build",
+    "corpus_features": "layout",
+    "read_report": "layout",
     "export_corpus": "export",
     "iter_corpus_rows": "export",
     "load_corpus": "export",

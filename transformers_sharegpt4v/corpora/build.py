@@ -1,11 +1,12 @@
-"""Build a `datasets`-loadable folder (parquet shards + dataset card + report.json) from LLaVA JSON corpora.
+"""Build a `datasets`-loadable folder (parquet shards, dataset card, report.json, skipped.jsonl) from LLaVA JSON
+corpora.
 
 Flow: each JSON file is streamed record by record (reader.py) -> shape and content checks and the duplicate
 check run in this process (records.py) -> the distinct image paths of a batch of records go to the image
 worker processes (images.py) while the next batch is read -> the records of a checked batch become rows and are
 appended to the current parquet shard (pyarrow, set up as `datasets` writes parquet). Nothing grows with
-the corpus except the set of seen ids and the per-path check cache. Skipped records are appended to one temporary file per
-reason and gathered into report.json at the end.
+the corpus except the set of seen ids and the per-path check cache. Skipped records are appended to
+skipped.jsonl as they come; report.json (plain JSON) holds the numbers.
 
 Everything is written to a hidden folder beside OUT and moved into OUT only when the build is complete: a
 build that fails (bad input, Ctrl-C, a crash) leaves OUT as it was, so the same command runs again as is.
@@ -13,8 +14,6 @@ build that fails (bad input, Ctrl-C, a crash) leaves OUT as it was, so the same 
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import os
 import shlex
@@ -22,18 +21,18 @@ import shutil
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..errors import MissingFileError, UsageError
+from . import hub
 from .card import write_dataset_card
 from .images import ImageChecker
+from .layout import DATA_DIR, REPORT_FILE, SKIPPED_FILE, ShardWriter, corpus_features, frozen_gc
 from .reader import JSONListReader, MalformedRecord
 from .records import (
     SKIP_REASONS,
@@ -46,32 +45,13 @@ from .records import (
 )
 from .stats import CaptionStats
 
-__all__ = ["BuildResult", "build_corpus", "corpus_features"]
-
-DATA_DIR = "data"
-REPORT_FILE = "report.json"
-SHARD_PATTERN = "train-{index:05d}-of-{total:05d}.parquet"
-
-
-def corpus_features():
-    """The `datasets.Features` of a corpus: id, images (list of Image), messages (TRL format), source."""
-    from datasets import Features, Image, List, Value
-
-    return Features(
-        {
-            "id": Value("string"),
-            "images": List(Image()),
-            "messages": List(
-                {"role": Value("string"), "content": List({"type": Value("string"), "text": Value("string")})}
-            ),
-            "source": Value("string"),
-        }
-    )
+__all__ = ["BuildResult", "build_corpus"]
 
 
 @dataclass
 class BuildResult:
-    """What `build_corpus` did; `report` is the content of OUT/report.json without the skipped ids."""
+    """What `build_corpus` did; `report` is the content of OUT/report.json (the skipped records are listed in
+    OUT/skipped.jsonl)."""
 
     output_dir: Path
     records_read: int
@@ -81,6 +61,19 @@ class BuildResult:
     shards: list[str]
     seconds: float
     report: dict[str, Any] = field(repr=False)
+
+    @classmethod
+    def from_report(cls, output_dir: Path, report: dict[str, Any]) -> BuildResult:
+        return cls(
+            output_dir,
+            report["records_read"],
+            report["records_written"],
+            report["skipped_counts"],
+            report["sources"],
+            report["shards"],
+            report["seconds"],
+            report,
+        )
 
     def summary(self) -> str:
         skipped = sum(self.skipped.values())
@@ -94,133 +87,27 @@ class BuildResult:
 
 
 class _SkipLog:
-    """Skipped records, one JSON line per record in a temporary file per reason (memory stays flat)."""
+    """Skipped records, one JSON line per record (`{reason, id, file, index, detail}`), appended to
+    OUT/skipped.jsonl as they come (memory stays flat); the first record of each reason is kept for messages."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.counts: Counter[str] = Counter()
-        self._files: dict[str, Any] = {}
+        self._first: dict[str, dict[str, Any]] = {}
+        self._handle = open(path, "w", encoding="utf-8")
 
     def add(self, reason: str, record_id: str | None, file: str, index: int, detail: str) -> None:
-        if reason not in self._files:
-            self._files[reason] = open(self.folder / f".skipped-{reason}.jsonl", "w+", encoding="utf-8")
-        entry = {"id": record_id, "file": file, "index": index, "detail": detail}
-        self._files[reason].write(json.dumps(entry, ensure_ascii=False) + "\n")
+        entry = {"reason": reason, "id": record_id, "file": file, "index": index, "detail": detail}
+        self._handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+        self._first.setdefault(reason, entry)
         self.counts[reason] += 1
-
-    def write_json(self, handle) -> None:
-        """Write the `{"reason": [entries...], ...}` object to `handle`, streaming the temporary files."""
-        handle.write("{")
-        for number, reason in enumerate(sorted(self._files)):
-            temp = self._files[reason]
-            temp.seek(0)
-            handle.write(("," if number else "") + f"\n    {json.dumps(reason)}: [")
-            for line_number, line in enumerate(temp):
-                handle.write(("," if line_number else "") + "\n      " + line.rstrip("\n"))
-            handle.write("\n    ]")
-        handle.write("\n  }" if self._files else "}")
 
     def first(self, reason: str) -> dict[str, Any] | None:
         """The first record skipped for `reason`, as logged."""
-        temp = self._files.get(reason)
-        if temp is None:
-            return None
-        temp.flush()
-        with open(temp.name, encoding="utf-8") as handle:
-            return json.loads(handle.readline())
+        return self._first.get(reason)
 
     def close(self) -> None:
-        for temp in self._files.values():
-            temp.close()
-            os.unlink(temp.name)
-        self._files = {}
-
-
-class _ShardWriter:
-    """Appends rows to parquet shards of about `max_shard_bytes` (uncompressed), a row group at a time;
-    shards get their final `train-XXXXX-of-YYYYY.parquet` names in `close()`."""
-
-    def __init__(self, data_dir: Path, features, rows_per_group: int, max_shard_bytes: int) -> None:
-        self.data_dir = data_dir
-        self.features = features
-        self.rows_per_group = rows_per_group
-        self.max_shard_bytes = max_shard_bytes
-        self.paths: list[Path] = []
-        self._writer = None
-        self._rows: list[dict[str, Any]] = []
-        self._shard_bytes = 0
-        self.rows_written = 0
-        self.num_bytes = 0  # uncompressed Arrow bytes written, as `datasets` counts them
-        self.schema = features.arrow_schema  # carries the features as metadata: Image columns stay Image
-
-    def add(self, row: dict[str, Any], size: int) -> None:
-        self._rows.append(row)
-        self._shard_bytes += size
-        if len(self._rows) >= self.rows_per_group:
-            self._flush()
-        if self._shard_bytes >= self.max_shard_bytes:
-            self._finish_shard()
-
-    def _flush(self) -> None:
-        if not self._rows:
-            return
-        if self._writer is None:
-            path = self.data_dir / f"train-{len(self.paths):05d}.parquet.partial"
-            self.paths.append(path)
-            self._writer = open_parquet_writer(path, self.features)
-        table = pa.Table.from_pylist(self._rows, schema=self.schema)
-        self._writer.write_table(table, row_group_size=self.rows_per_group)
-        self.num_bytes += table.nbytes
-        self.rows_written += len(self._rows)
-        self._rows = []
-
-    def _finish_shard(self) -> None:
-        self._flush()
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        self._shard_bytes = 0
-
-    def close(self) -> list[str]:
-        self._finish_shard()
-        names = []
-        for index, path in enumerate(self.paths):
-            name = SHARD_PATTERN.format(index=index, total=len(self.paths))
-            path.rename(self.data_dir / name)
-            names.append(f"{DATA_DIR}/{name}")
-        return names
-
-
-@contextlib.contextmanager
-def frozen_gc() -> Iterator[None]:
-    """Keep the objects that exist now (torch, transformers, datasets: ~10^6 of them) out of the cyclic
-    garbage collector's full passes while millions of small records are allocated; that alone doubles the
-    build's throughput. Unfrozen afterwards unless the caller had frozen objects already."""
-    already = gc.get_freeze_count() > 0
-    gc.freeze()
-    try:
-        yield
-    finally:
-        if not already:
-            gc.unfreeze()
-
-
-def open_parquet_writer(path: str | os.PathLike, features) -> pq.ParquetWriter:
-    """A pyarrow ParquetWriter set up as `datasets` sets up its own (feature metadata in the schema,
-    content-defined chunking so re-uploads of similar shards deduplicate on the Hub, page index)."""
-    from datasets import arrow_writer, config
-
-    # Per-column compression/encoding as `datasets` chooses them (image bytes stored plain, uncompressed).
-    column_options = getattr(arrow_writer, "get_parquet_column_options", lambda *_: {})
-    writer = pq.ParquetWriter(
-        str(path),
-        features.arrow_schema,
-        use_content_defined_chunking=config.DEFAULT_CDC_OPTIONS,
-        write_page_index=True,
-        **column_options(features, features.arrow_schema),
-    )
-    writer.add_key_value_metadata({"content_defined_chunking": json.dumps(config.DEFAULT_CDC_OPTIONS)})
-    return writer
+        self._handle.close()
 
 
 def _default_command(json_files, image_root, output_dir, embed_images, push_to_hub) -> str:
@@ -240,7 +127,7 @@ def _check_output(output_dir: Path, overwrite: bool) -> None:
     if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
         raise UsageError(
             f"Output folder {output_dir} is not empty. Choose a new folder, or pass --overwrite to replace its "
-            "data/, README.md and report.json."
+            "data/, README.md, report.json and skipped.jsonl."
         )
 
 
@@ -262,11 +149,12 @@ def _first_missing_ancestor(path: Path) -> Path | None:
 
 
 def _commit(staging: Path, output_dir: Path) -> None:
-    """Move a finished build from `staging` into OUT, replacing the data/, README.md and report.json it held."""
+    """Move a finished build from `staging` into OUT, replacing the data/, README.md, report.json and
+    skipped.jsonl it held."""
     if not output_dir.exists():
         staging.rename(output_dir)
         return
-    for name in (DATA_DIR, "README.md", REPORT_FILE):
+    for name in (DATA_DIR, "README.md", REPORT_FILE, SKIPPED_FILE):
         old = output_dir / name
         shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
     for item in staging.iterdir():
@@ -301,8 +189,8 @@ class _Builder:
     def __init__(self, output_dir: Path, checker: ImageChecker, embed_images: bool, max_shard_bytes: int) -> None:
         self.checker = checker
         self.embed_images = embed_images
-        self.skips = _SkipLog(output_dir)
-        self.writer = _ShardWriter(
+        self.skips = _SkipLog(output_dir / SKIPPED_FILE)
+        self.writer = ShardWriter(
             output_dir / DATA_DIR, corpus_features(), 100 if embed_images else 1000, max_shard_bytes
         )
         self.sources: Counter[str] = Counter()
@@ -407,6 +295,49 @@ class _Builder:
         }
 
 
+def _check_inputs(json_files, image_root, output_dir: Path, overwrite: bool) -> list:
+    """The corpus files as a list, after the checks that need no output: files exist and are JSON lists, the
+    image root is a folder, OUT may be written. Raises UsageError / MissingFileError."""
+    json_files = [json_files] if isinstance(json_files, (str, os.PathLike)) else list(json_files)
+    if not json_files:
+        raise UsageError("No JSON corpus given: pass at least one --json FILE.")
+    for path in json_files:
+        if not Path(path).is_file():
+            raise MissingFileError(f"Corpus file {path} does not exist: check --json.")
+    if not Path(image_root).is_dir():
+        raise MissingFileError(
+            f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ... as --image-root."
+        )
+    _check_output(output_dir, overwrite)
+    for path in json_files:
+        _check_json_list(path)
+    return json_files
+
+
+def _build_into(staging: Path, json_files: list, image_root, command: str, started: float, **options: Any):
+    """Read, check and write every record into `staging` (shards, skipped.jsonl, report.json, card);
+    returns (shard names, report)."""
+    (staging / DATA_DIR).mkdir()
+    total_bytes = sum(Path(path).stat().st_size for path in json_files)
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not options["progress"])
+    with frozen_gc(), ImageChecker(image_root, options["num_workers"]) as checker:
+        builder = _Builder(staging, checker, options["embed_images"], options["max_shard_bytes"])
+        try:
+            for json_file in json_files:
+                builder.read(json_file, options["batch_size"], bar)
+            shards = builder.writer.close()
+            bar.close()
+            if options["require_records"] and builder.writer.rows_written == 0:
+                raise _nothing_usable(json_files, builder, image_root)
+            report = builder.report(command, shards, time.perf_counter() - started)
+            _write_report(staging / REPORT_FILE, report)
+        finally:
+            builder.skips.close()
+            bar.close()
+    write_dataset_card(staging, report)
+    return shards, report
+
+
 def build_corpus(
     json_files: str | os.PathLike | Sequence[str | os.PathLike],
     image_root: str | os.PathLike,
@@ -426,9 +357,9 @@ def build_corpus(
     """Convert LLaVA/ShareGPT4V JSON corpora into a dataset folder `output_dir` that
     `datasets.load_dataset(output_dir, split="train")` and `trl sft` load directly.
 
-    Bad records are skipped and listed in `output_dir/report.json` (see `SKIP_REASONS`). Without
-    `embed_images` rows reference the image files by absolute path (valid on this machine); with it the
-    bytes are stored in the shards (what the Hub needs; `push_to_hub` embeds them in any case).
+    Bad records are skipped, counted in `output_dir/report.json` and listed in `output_dir/skipped.jsonl` (see
+    `SKIP_REASONS`). Without `embed_images` rows reference the image files by absolute path (valid on this
+    machine); with it the bytes are stored in the shards (what the Hub needs; `push_to_hub` embeds them anyway).
 
     The build is written beside `output_dir` and moved into it at the end, so an error leaves `output_dir` as
     it was. Bad input (a missing file, a file that is not a JSON list, a non-empty `output_dir` without
@@ -436,65 +367,36 @@ def build_corpus(
     command line's choice: nothing is written then, and the message says what the records lacked).
     """
     started = time.perf_counter()
-    json_files = [json_files] if isinstance(json_files, (str, os.PathLike)) else list(json_files)
-    if not json_files:
-        raise UsageError("No JSON corpus given: pass at least one --json FILE.")
-    for path in json_files:
-        if not Path(path).is_file():
-            raise MissingFileError(f"Corpus file {path} does not exist: check --json.")
-    if not Path(image_root).is_dir():
-        raise MissingFileError(
-            f"Image root {image_root} is not a folder: pass the folder that holds coco/, sam/, ... as --image-root."
-        )
     output_dir = Path(output_dir)
-    _check_output(output_dir, overwrite)
-    for path in json_files:
-        _check_json_list(path)
+    json_files = _check_inputs(json_files, image_root, output_dir, overwrite)
     command = command or _default_command(json_files, image_root, output_dir, embed_images, push_to_hub)
-
     final = output_dir.resolve()  # `.` has no name to put beside it
     created = _first_missing_ancestor(final.parent)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
     try:
-        (staging / DATA_DIR).mkdir()
-        total_bytes = sum(Path(path).stat().st_size for path in json_files)
-        bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not progress)
-        with frozen_gc(), ImageChecker(image_root, num_workers) as checker:
-            builder = _Builder(staging, checker, embed_images, max_shard_bytes)
-            try:
-                for json_file in json_files:
-                    builder.read(json_file, batch_size, bar)
-                shards = builder.writer.close()
-                bar.close()
-                if require_records and builder.writer.rows_written == 0:
-                    raise _nothing_usable(json_files, builder, image_root)
-                report = builder.report(command, shards, time.perf_counter() - started)
-                _write_report(staging / REPORT_FILE, report, builder.skips)
-            finally:
-                builder.skips.close()
-                bar.close()
-        write_dataset_card(staging, report)
+        shards, report = _build_into(
+            staging,
+            json_files,
+            image_root,
+            command,
+            started,
+            embed_images=embed_images,
+            num_workers=num_workers,
+            max_shard_bytes=max_shard_bytes,
+            batch_size=batch_size,
+            progress=progress,
+            require_records=require_records,
+        )
         _commit(staging, final)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
-    result = BuildResult(
-        output_dir,
-        report["records_read"],
-        report["records_written"],
-        report["skipped_counts"],
-        report["sources"],
-        shards,
-        report["seconds"],
-        report,
-    )
+    result = BuildResult.from_report(output_dir, report)
     if push_to_hub:
-        from .hub import push_corpus
-
-        push_corpus(output_dir, push_to_hub, private=private)
+        hub.push_corpus(output_dir, push_to_hub, private=private)
     return result
 
 
@@ -503,25 +405,8 @@ def _id_of(obj: Any) -> str | None:
     return None if record_id is None or isinstance(record_id, (dict, list)) else str(record_id)
 
 
-def _write_report(path: Path, report: dict[str, Any], skips: _SkipLog) -> None:
-    """report.json: the build's numbers, then `skipped`: {reason: [{id, file, index, detail}, ...]}."""
+def _write_report(path: Path, report: dict[str, Any]) -> None:
+    """report.json: the build's numbers (the skipped records themselves are in skipped.jsonl)."""
     with open(path, "w", encoding="utf-8") as handle:
-        head = json.dumps(report, indent=2, ensure_ascii=False)
-        handle.write(head[: head.rfind("}")].rstrip() + ',\n  "skipped": ')
-        skips.write_json(handle)
-        handle.write("\n}\n")
-
-
-def read_report(output_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """OUT/report.json without the (possibly huge) `skipped` lists, or None when there is none. Reads only
-    the head of the file: `skipped` is always the last key, on a line of its own."""
-    path = Path(output_dir) / REPORT_FILE
-    if not path.is_file():
-        return None
-    lines = []
-    with open(path, encoding="utf-8") as handle:
-        for line in handle:
-            if line.startswith('  "skipped": '):
-                break
-            lines.append(line)
-    return json.loads("".join(lines).rstrip().rstrip(",") + "\n}")
+        json.dump(report, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")

@@ -9,6 +9,8 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from .layout import corpus_features
+
 __all__ = ["render_dataset_card", "write_dataset_card"]
 
 _COLUMNS = [
@@ -25,8 +27,6 @@ def _yaml_header(report: dict[str, Any], hub: bool) -> DatasetCardData:
     would load the rows cached the first time. Without it the shards are found by their `train-` names
     and the cache is keyed by their modification times."""
     from datasets import DatasetInfo
-
-    from .build import corpus_features
 
     info = DatasetInfo(features=corpus_features())._to_yaml_dict()
     info["splits"] = [{"name": "train", "num_bytes": report["num_bytes"], "num_examples": report["records_written"]}]
@@ -50,8 +50,17 @@ def _length_rows(stats: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _skipped_rows(report: dict[str, Any]) -> list[str]:
+    if not report["skipped_counts"]:
+        return ["None."]
+    return ["| reason | records | meaning |", "| --- | ---: | --- |"] + [
+        f"| `{reason}` | {count:,} | {report['skip_reasons'].get(reason, '')} |"
+        for reason, count in report["skipped_counts"].items()
+    ]
+
+
 def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, repo_id: str | None = None) -> str:
-    """The card text for a build report (`report.json` without `skipped`)."""
+    """The card text for a build report (the content of `report.json`)."""
     embedded = report["embed_images"] if embedded is None else embedded
     names = ", ".join(f"`{os.path.basename(item['file'])}`" for item in report["inputs"])
     where = repo_id or "path/to/this/folder"
@@ -59,7 +68,7 @@ def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, re
         f"# ShareGPT4V corpus from {names}",
         "",
         f"{report['records_written']:,} of {report['records_read']:,} records of the LLaVA/ShareGPT4V JSON kept "
-        f"({report['records_skipped']:,} skipped, listed by id in `report.json`), built by "
+        f"({report['records_skipped']:,} skipped, listed by id in `skipped.jsonl`), built by "
         "transformers-sharegpt4v (`sharegpt4v data build`).",
         "",
         "```python",
@@ -103,14 +112,7 @@ def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, re
         "## Skipped records",
         "",
     ]
-    if report["skipped_counts"]:
-        lines += ["| reason | records | meaning |", "| --- | ---: | --- |"]
-        lines += [
-            f"| `{reason}` | {count:,} | {report['skip_reasons'].get(reason, '')} |"
-            for reason, count in report["skipped_counts"].items()
-        ]
-    else:
-        lines.append("None.")
+    lines += _skipped_rows(report)
     lines += ["", "## How it was built", "", "```bash", report["command"], "```", ""]
     card = DatasetCard(f"---\n{_yaml_header(report, hub=repo_id is not None).to_yaml()}\n---\n\n" + "\n".join(lines))
     return str(card)

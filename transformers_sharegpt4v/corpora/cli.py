@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="validate LLaVA/ShareGPT4V JSON corpora and write a dataset folder",
         description="Validate LLaVA/ShareGPT4V JSON corpora (records and image files) and write a dataset folder "
         "that `datasets.load_dataset(OUT)` and `trl sft` read: data/*.parquet, README.md (dataset card) and "
-        "report.json (every skipped record, with its id and why). Bad records are skipped and reported; the "
+        "report.json (counts) and skipped.jsonl (every skipped record, with its id and why). Bad records are skipped and reported; the "
         "build fails, writing nothing, when no record at all is usable.",
     )
     build.add_argument("--json", action="append", required=True, metavar="FILE", help="corpus JSON (repeatable)")
@@ -42,8 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--private", action="store_true", help="create the Hub repo private (with --push)")
     build.add_argument("--num-workers", type=int, default=None, help="image-check processes (default: all cores)")
     build.add_argument("--shard-size", type=int, default=500, metavar="MB", help="uncompressed MB per shard")
-    build.add_argument("--overwrite", action="store_true", help="replace data/, README.md, report.json in OUT")
+    build.add_argument(
+        "--overwrite", action="store_true", help="replace data/, README.md, report.json, skipped.jsonl in OUT"
+    )
 
+    _add_export_stats_push(commands)
+
+
+def _add_export_stats_push(commands) -> None:
     export = commands.add_parser(
         "export",
         help="write a built corpus back to the LLaVA JSON list",

@@ -11,6 +11,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from ..files import atomic_write, relative_inside
+from .layout import frozen_gc, read_report
 from .records import messages_to_conversations
 
 __all__ = ["export_corpus", "iter_corpus_rows", "load_corpus", "record_from_row", "write_json_list"]
@@ -42,10 +44,10 @@ def _relative_path(path: str, image_root: str | None, record_id: str) -> str:
             f"Record {record_id!r} references the absolute image path {path!r} and no image root is known: "
             "pass --image-root with the folder the corpus was built from."
         )
-    prefix = image_root.rstrip(os.sep) + os.sep
-    if not path.startswith(prefix):
+    relative = relative_inside(path, image_root)
+    if relative is None:
         raise UsageError(f"Record {record_id!r}: image {path!r} is not under the image root {image_root!r}.")
-    return path[len(prefix) :]
+    return relative
 
 
 def record_from_row(row: dict[str, Any], image_root: str | None = None) -> dict[str, Any]:
@@ -70,24 +72,16 @@ def write_json_list(path: str | os.PathLike, records: Iterable[dict[str, Any]], 
     Returns the number of records."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("[")
-            for record in records:
-                text = json.dumps(record, ensure_ascii=False, indent=indent)
-                if indent is not None:
-                    text = text.replace("\n", "\n" + " " * indent)
-                handle.write(("," if count else "") + ("\n" + " " * indent if indent is not None else "\n") + text)
-                count += 1
-            handle.write("\n]\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as handle:
+        handle.write("[")
+        for record in records:
+            text = json.dumps(record, ensure_ascii=False, indent=indent)
+            if indent is not None:
+                text = text.replace("\n", "\n" + " " * indent)
+            handle.write(("," if count else "") + ("\n" + " " * indent if indent is not None else "\n") + text)
+            count += 1
+        handle.write("\n]\n")
     return count
 
 
@@ -102,8 +96,6 @@ def export_corpus(
     """Write the rows of `dataset` (a folder from `build_corpus` or a Hub repo id) to `json_path` as one
     LLaVA JSON list; returns the number of records. Image paths come back relative to the data root (for
     folders built without --embed-images, the root recorded in report.json unless `image_root` is given)."""
-    from .build import frozen_gc, read_report
-
     if image_root is None and Path(dataset).is_dir():
         report = read_report(dataset)
         image_root = report["image_root"] if report else None

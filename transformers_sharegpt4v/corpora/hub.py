@@ -1,4 +1,5 @@
-"""Upload a built corpus to the Hugging Face Hub (dataset repo): parquet shards, dataset card, report.json.
+"""Upload a built corpus to the Hugging Face Hub (dataset repo): parquet shards, dataset card, report.json,
+skipped.jsonl.
 
 The Hub cannot follow local paths, so a corpus built without --embed-images is embedded on the way: each
 shard is rewritten with the image bytes (`path` becomes the path under the data root) into a temporary
@@ -17,14 +18,25 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
-from .build import DATA_DIR, REPORT_FILE, corpus_features, open_parquet_writer, read_report
+from ..files import relative_inside
 from .card import render_dataset_card
+from .layout import DATA_DIR, REPORT_FILE, SKIPPED_FILE, corpus_features, open_parquet_writer, read_report
 
 __all__ = ["push_corpus"]
 
 
+def _path_under_root(path: str, image_root: str) -> str:
+    """The row's image path relative to the image root the corpus was built from; an image outside it is an
+    error (the corpus folder no longer matches its report.json), never guessed from the file's base name."""
+    relative = relative_inside(path, image_root)
+    if relative is None:
+        raise UsageError(
+            f"Image {path!r} is not under the image root {image_root!r} recorded in {REPORT_FILE}: rebuild the corpus."
+        )
+    return relative
+
+
 def _embed_shard(source: Path, target: Path, image_root: str) -> None:
-    prefix = image_root.rstrip(os.sep) + os.sep
     writer = open_parquet_writer(target, corpus_features())
     for batch in pq.ParquetFile(source).iter_batches(batch_size=100):
         table = pa.Table.from_batches([batch])
@@ -35,13 +47,18 @@ def _embed_shard(source: Path, target: Path, image_root: str) -> None:
                 path, data = image["path"], image["bytes"]
                 if data is None:
                     data = Path(path).read_bytes()
-                    path = path[len(prefix) :] if path.startswith(prefix) else os.path.basename(path)
+                    path = _path_under_root(path, image_root)
                 embedded.append({"path": path, "bytes": data})
             images.append(embedded)
         index = table.schema.get_field_index("images")
         table = table.set_column(index, "images", pa.array(images, type=table.schema.field("images").type))
         writer.write_table(table)
     writer.close()
+
+
+def _report_files(output_dir: Path) -> list[str]:
+    """report.json, and skipped.jsonl when there is one (folders built by older versions have none)."""
+    return [name for name in (REPORT_FILE, SKIPPED_FILE) if (output_dir / name).is_file()]
 
 
 def push_corpus(
@@ -87,7 +104,7 @@ def push_corpus(
         operations = [CommitOperationAdd(f"{DATA_DIR}/{shard.name}", str(shard)) for shard in shards]
         operations += [
             CommitOperationAdd("README.md", card.encode("utf-8")),
-            CommitOperationAdd(REPORT_FILE, str(output_dir / REPORT_FILE)),
+            *[CommitOperationAdd(name, str(output_dir / name)) for name in _report_files(output_dir)],
             *[CommitOperationDelete(name) for name in stale],
         ]
         api.create_commit(

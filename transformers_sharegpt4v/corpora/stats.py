@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from ..degenerate import DegenerateRule, find_repetition, find_text_repetition
+from .export import load_corpus
+from .layout import frozen_gc
 
 __all__ = ["CaptionStats", "DegenerateRule", "caption_folder_shards", "corpus_stats", "find_repetition", "words_of"]
 
@@ -140,9 +142,6 @@ def corpus_stats(dataset, *, rule: DegenerateRule | None = None, progress: bool 
     phrase, how many times in a row it comes back, and the share of the caption's units the loop covers).
     A `sharegpt4v caption` output folder works too: its captions are counted, with the image as id."""
     from tqdm.auto import tqdm
-
-    from .build import frozen_gc
-    from .export import load_corpus
 
     stats = CaptionStats(full=True, rule=rule or DegenerateRule())
     shards = caption_folder_shards(dataset) if Path(dataset).is_dir() else None

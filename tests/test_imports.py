@@ -1,0 +1,110 @@
+"""Every module of the package imports on its own, and corpora/ and captioning/ have no import cycle (also
+none hidden behind imports inside functions)."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import transformers_sharegpt4v
+
+PACKAGE_DIR = Path(transformers_sharegpt4v.__file__).parent
+PACKAGE = "transformers_sharegpt4v"
+NO_CYCLES_IN = (f"{PACKAGE}.corpora", f"{PACKAGE}.captioning")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {
+    _module_name(path): path
+    for path in sorted(PACKAGE_DIR.rglob("*.py"))
+    if "__pycache__" not in path.parts and not path.name.startswith("test")
+}
+
+
+def _imported(name: str, path: Path) -> set[str]:
+    """Package modules that `name` imports with relative or absolute `from ... import` / `import`,
+    at module level or inside functions."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            # `from .pkg import mod` imports the module pkg.mod; `from .mod import name` imports mod
+            targets = [
+                f"{target}.{alias.name}" if f"{target}.{alias.name}" in MODULES else target for alias in node.names
+            ]
+        elif isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in MODULES and t != name)
+    return found
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in on_stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return components
+
+
+def import_graph() -> dict[str, set[str]]:
+    return {name: _imported(name, path) for name, path in MODULES.items()}
+
+
+def test_import_graph_has_no_cycle_in_corpora_and_captioning():
+    cycles = _cycles(import_graph())
+    ours = [c for c in cycles if any(m == p or m.startswith(p + ".") for m in c for p in NO_CYCLES_IN)]
+    assert ours == [], f"import cycles: {ours}"
+
+
+def test_cycle_finder_sees_a_cycle_through_an_import_inside_a_function():
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]
+
+
+@pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.endswith("__main__")))
+def test_every_module_imports_alone_in_a_fresh_interpreter(name):
+    code = f"import importlib; importlib.import_module({name!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
