@@ -1,6 +1,6 @@
-"""Bad input, as the package reports it: `UsageError`, and the few checks of a command-line value that several
-commands share. A leaf module: it imports nothing of the package and nothing heavy, so a command's argument
-checks cost nothing at start-up.
+"""Bad input, as the package reports it: `UsageError`, and the one check of a command-line value that several
+commands share (`looks_like_hub_id`). A leaf module: it imports nothing of the package and nothing heavy, so
+a command's argument checks cost nothing at start-up.
 
 `sharegpt4v` (cli.py) turns a `UsageError` into one line, `sharegpt4v COMMAND: error: MESSAGE`, and exit code 2;
 any other exception keeps its traceback (it may be a bug, and its context matters). A `UsageError` is a
@@ -11,10 +11,7 @@ working. Its message names the file, flag or value at fault and what to do, in t
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-__all__ = ["MissingFileError", "UsageError", "check_existing_path", "looks_like_hub_id"]
+__all__ = ["MissingFileError", "UsageError", "looks_like_hub_id"]
 
 
 class UsageError(ValueError):
@@ -33,14 +30,3 @@ def looks_like_hub_id(name: str) -> bool:
     if not name or str(name).startswith((".", "/", "~")) or "\\" in str(name) or len(parts) > 2 or "" in parts:
         return False
     return all(part.replace("-", "").replace("_", "").replace(".", "").isalnum() for part in parts)
-
-
-def check_existing_path(value: str | os.PathLike, flag: str, what: str, hub: str | None = None) -> None:
-    """Raise `MissingFileError` when `value` (given as `flag`) does not exist locally and cannot be a Hub id either
-    (`hub` names the kind of Hub repo it may be, e.g. "model"; None: a local path is required)."""
-    if Path(value).exists():
-        return
-    if hub is not None and looks_like_hub_id(str(value)):
-        return
-    alternative = f" or a Hub {hub} id (owner/name)" if hub else ""
-    raise MissingFileError(f"{flag} {os.fspath(value)}: no such file or folder; give {what}{alternative}.")

@@ -244,13 +244,18 @@ def explain_hub_error(error: BaseException) -> str | None:
     from huggingface_hub.errors import (
         EntryNotFoundError,
         HfHubHTTPError,
+        LocalEntryNotFoundError,
         OfflineModeIsEnabled,
         RepositoryNotFoundError,
     )
 
     endpoint = constants.ENDPOINT
-    if isinstance(error, OfflineModeIsEnabled) or constants.HF_HUB_OFFLINE:
+    if isinstance(error, OfflineModeIsEnabled) or (
+        constants.HF_HUB_OFFLINE and isinstance(error, LocalEntryNotFoundError)
+    ):
         return "HF_HUB_OFFLINE=1 is set, so the Hub is not contacted: unset it (or set HF_HUB_OFFLINE=0) and retry"
+    if isinstance(error, LocalEntryNotFoundError):  # the download failed and the cache has no copy
+        return f"the Hub at {endpoint} could not be reached and the local cache has no copy: check the network"
     if isinstance(error, RepositoryNotFoundError):
         return "the repo does not exist, or it is private and you are not logged in (`hf auth login`, or HF_TOKEN)"
     if isinstance(error, EntryNotFoundError):

@@ -59,7 +59,7 @@ VARIANTS = ("short", "detailed")
 
 @dataclass
 class DemoSettings:
-    """Sizes of the miniature. The defaults took 6.4 minutes on 2 idle CPU cores (15 on 2 busy ones)."""
+    """Sizes of the miniature. The defaults took 6.4 minutes on 2 idle CPU cores (15 to 35 on 2 busy ones)."""
 
     output: Path = Path("outputs/sharegpt4v-demo")
     seed: int = 0
@@ -573,9 +573,9 @@ def summary_line(numbers: dict[str, Any]) -> str:
 def start_line(settings: DemoSettings) -> str:
     """What the demo is about to do, where, and for how long."""
     duration = (
-        "about 1 minute on 2 idle CPU cores"
+        "measured: 1.5 to 4 minutes on 2 CPU cores shared with other work"
         if _is_fast(settings)
-        else "measured: 6.4 minutes on 2 idle CPU cores, 15 on 2 busy ones, with the default sizes"
+        else "measured with the default sizes: 6.4 minutes on 2 idle CPU cores, 15 to 35 on 2 busy ones"
     )
     return f"sharegpt4v demo: writing to {settings.output} ({duration})"
 
