@@ -10,8 +10,7 @@ Pieces: `loader` (sources and DataLoader workers), `engine` (batched generation 
 `transformers_sharegpt4v.degenerate`.
 """
 
-from importlib import import_module
-from typing import Any
+from .._lazy import lazy_attributes
 
 # Heavy imports (torch, transformers, pyarrow) happen when a name is first used: `sharegpt4v caption --help`
 # and the light modules of this package (cli.py) cost nothing to import.
@@ -34,8 +33,6 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module = _NAMES[name]
-    return getattr(import_module(f"..{module}" if module == "degenerate" else f".{module}", __name__), name)
+__getattr__ = lazy_attributes(
+    __name__, {name: (".." if module == "degenerate" else ".") + module for name, module in _NAMES.items()}
+)

@@ -8,8 +8,7 @@
 The command line is `sharegpt4v data build|export|stats|push` (corpora/cli.py).
 """
 
-from importlib import import_module
-from typing import Any
+from .._lazy import lazy_attributes
 
 # Names load on first use (pyarrow, datasets, huggingface_hub come with them): `sharegpt4v data --help` and the
 # light modules of this package (cli.py) cost nothing to import.
@@ -47,7 +46,4 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_NAMES[name]}", __name__), name)
+__getattr__ = lazy_attributes(__name__, {name: "." + module for name, module in _NAMES.items()})

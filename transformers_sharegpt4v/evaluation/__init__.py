@@ -6,10 +6,22 @@ Importing this package does not import lmms-eval: only `lmms_eval_model` and `cl
 (`pip install "transformers-sharegpt4v[eval]"`).
 """
 
-from .model import EvalModel, GenerationRequest
-from .protocol import BENCHMARKS, Benchmark, build_prompt, get_benchmark
-from .report import format_report, report_rows
-from .tasks import find_data, write_tasks
+from .._lazy import lazy_attributes
+
+# Heavy imports (torch, transformers) happen when a name is first used: `sharegpt4v eval --help` stays fast.
+_NAMES = {
+    "EvalModel": ".model",
+    "GenerationRequest": ".model",
+    "BENCHMARKS": ".protocol",
+    "Benchmark": ".protocol",
+    "build_prompt": ".protocol",
+    "get_benchmark": ".protocol",
+    "format_report": ".report",
+    "report_rows": ".report",
+    "find_data": ".tasks",
+    "write_tasks": ".tasks",
+}
+__getattr__ = lazy_attributes(__name__, _NAMES)
 
 __all__ = [
     "BENCHMARKS",

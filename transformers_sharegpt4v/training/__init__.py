@@ -6,8 +6,7 @@ Heavy imports (trl, peft) happen when a name is first used, so `import transform
 stays cheap.
 """
 
-from importlib import import_module
-from typing import Any
+from .._lazy import lazy_attributes
 
 _NAMES = {
     "ShareGPT4VDataCollator": "collator",
@@ -34,7 +33,4 @@ _NAMES = {
 __all__ = sorted(_NAMES)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_NAMES[name]}", __name__), name)
+__getattr__ = lazy_attributes(__name__, {name: "." + module for name, module in _NAMES.items()})
