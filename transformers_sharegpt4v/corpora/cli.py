@@ -147,9 +147,9 @@ def _check_dataset_argument(dataset: str, action: str) -> None:
             f"{dataset} is a `sharegpt4v caption` output folder, not a built corpus: export it with the caption "
             "command's --export-json FILE, then `sharegpt4v data build --json FILE ...`."
         )
-    shards = sorted(p for p in (path / "data").glob("*.parquet") if not p.name.startswith("."))
+    shards = sorted(p for p in [*path.glob("*.parquet"), *path.glob("*/*.parquet")] if not p.name.startswith("."))
     if not shards:
-        raise UsageError(f"{dataset} holds no data/*.parquet: build it first with `sharegpt4v data build`.")
+        raise UsageError(f"{dataset} holds no parquet shards: build it first with `sharegpt4v data build`.")
     import pyarrow.parquet as pq
 
     columns = pq.read_schema(shards[0]).names
