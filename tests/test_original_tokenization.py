@@ -112,6 +112,18 @@ def assert_ids_equal_reference(render, legacy: bool, image_token_id: int, n_toke
     assert not mismatches, f"{len(mismatches)} prompts differ from transformers 4.31, e.g. {mismatches[:3]}"
 
 
+def plugin_render(processor):
+    """`render` for `assert_ids_equal_reference`: the plugin processor's chat template, then `__call__`."""
+
+    def render(case, messages, generation):
+        text = processor.apply_chat_template(
+            messages, chat_template=case.get("template", "vicuna_v1"), add_generation_prompt=generation
+        )
+        return processor(text=text, images=[IMAGE] * n_images(messages) or None)["input_ids"][0]
+
+    return render
+
+
 def test_fixture_tokenizer_has_the_llama_quirks():
     """The merge-order quirk is real in the fixture: BPE merges ordered by id differ from SentencePiece."""
     import sentencepiece as spm
@@ -153,13 +165,7 @@ def test_independent_restatement_equals_transformers_431(legacy):
 
 
 def test_processor_ids_equal_transformers_431(processor, legacy):
-    def render(case, messages, generation):
-        template = case.get("template", "vicuna_v1")
-        text = processor.apply_chat_template(messages, chat_template=template, add_generation_prompt=generation)
-        images = [IMAGE] * n_images(messages) or None
-        return processor(text=text, images=images)["input_ids"][0]
-
-    assert_ids_equal_reference(render, legacy, processor.image_token_id)
+    assert_ids_equal_reference(plugin_render(processor), legacy, processor.image_token_id)
 
 
 def test_collator_labels_equal_transformers_431(processor, legacy):
@@ -216,13 +222,7 @@ def test_converted_checkpoint_gives_the_original_ids(released_tiny, tmp_path):
 
     processor = AutoProcessor.from_pretrained(out)
 
-    def render(case, messages, generation):
-        text = processor.apply_chat_template(
-            messages, chat_template=case.get("template", "vicuna_v1"), add_generation_prompt=generation
-        )
-        return processor(text=text, images=[IMAGE] * n_images(messages) or None)["input_ids"][0]
-
-    assert_ids_equal_reference(render, False, processor.image_token_id)
+    assert_ids_equal_reference(plugin_render(processor), False, processor.image_token_id)
 
 
 def test_llava_hf_export_gives_the_original_ids(released_tiny, tmp_path, caplog):
@@ -278,10 +278,4 @@ def test_init_from_vicuna_layout_gives_the_original_ids(tmp_path):
     out = init_checkpoint(tmp_path / "init", vision=str(vit), llm=str(llm))
     processor = AutoProcessor.from_pretrained(out)
 
-    def render(case, messages, generation):
-        text = processor.apply_chat_template(
-            messages, chat_template=case.get("template", "vicuna_v1"), add_generation_prompt=generation
-        )
-        return processor(text=text, images=[IMAGE] * n_images(messages) or None)["input_ids"][0]
-
-    assert_ids_equal_reference(render, False, processor.image_token_id)
+    assert_ids_equal_reference(plugin_render(processor), False, processor.image_token_id)
