@@ -19,6 +19,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingFileError, UsageError
 from .protocol import BENCHMARKS
 
 
@@ -69,12 +70,12 @@ def _check(args: argparse.Namespace) -> list[str] | None:
     for name in ("limit", "batch_size", "max_new_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
+            raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {value}.")
     if args.tasks is None:
         return None
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
     if not names:
-        raise ValueError("--tasks is empty; name benchmarks such as mme,qbench.")
+        raise UsageError("--tasks is empty; name benchmarks such as mme,qbench.")
     return names
 
 
@@ -84,10 +85,10 @@ def check_model_path(model: str) -> None:
     from ..captioning import check_model_format
 
     if "," in model or "=" in model:
-        raise ValueError(f"--model {model!r}: lmms-eval's model_args cannot carry ',' or '=' in a path; rename it.")
+        raise UsageError(f"--model {model!r}: lmms-eval's model_args cannot carry ',' or '=' in a path; rename it.")
     looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1
     if looks_local and not Path(model).expanduser().exists():
-        raise FileNotFoundError(f"--model {model}: no such checkpoint folder.")
+        raise MissingFileError(f"--model {model}: no such checkpoint folder.")
     check_model_format(model)
 
 
@@ -113,7 +114,7 @@ def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dic
         from lmms_eval.evaluator import simple_evaluate
         from lmms_eval.tasks import TaskManager
     except ImportError as error:
-        raise ValueError(
+        raise UsageError(
             f"sharegpt4v eval runs on lmms-eval, which does not import here ({error}). Install it with "
             '`pip install "transformers-sharegpt4v[eval]"`.'
         ) from error

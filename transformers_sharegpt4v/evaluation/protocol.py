@@ -30,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UsageError
+
 __all__ = [
     "BENCHMARKS",
     "CONVERSATION_SYSTEMS",
@@ -351,5 +353,5 @@ def get_benchmark(name: str) -> Benchmark:
     """The benchmark `name` (with or without the `sharegpt4v_` prefix); ValueError naming the known ones."""
     key = name.removeprefix("sharegpt4v_")
     if key not in BENCHMARKS:
-        raise ValueError(f"Unknown benchmark {name!r}; the local tasks are: {', '.join(BENCHMARKS)}.")
+        raise UsageError(f"Unknown benchmark {name!r}; the local tasks are: {', '.join(BENCHMARKS)}.")
     return BENCHMARKS[key]

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from ..errors import UsageError
 from .protocol import BENCHMARKS, Benchmark, get_benchmark
 
 __all__ = ["find_data", "task_config", "write_tasks"]
@@ -61,7 +62,7 @@ def find_data(data: str | Path, name: str) -> dict[str, Any]:
         files = sorted(str(p) for p in folder.rglob("*.parquet"))
         if files:
             return {"parquet": files}
-    raise ValueError(
+    raise UsageError(
         f"No data for benchmark {name!r} in {root}: expected {single.name}, a folder {name}/ of parquet files, or "
         f"a folder {name}/ saved by DatasetDict.save_to_disk."
     )
@@ -74,7 +75,7 @@ def task_config(benchmark: Benchmark, location: dict[str, Any]) -> dict[str, Any
         splits = location["splits"]
         if split not in splits:
             if len(splits) != 1:
-                raise ValueError(
+                raise UsageError(
                     f"{location['disk']} has splits {splits}; {benchmark.name} reads the {split!r} split. Save the "
                     f"{split!r} split (or a single split)."
                 )
@@ -124,7 +125,7 @@ def write_tasks(data: str | Path, out: str | Path, names: list[str] | None = Non
             except ValueError:
                 continue
         if not found:
-            raise ValueError(
+            raise UsageError(
                 f"No benchmark data in {Path(data).expanduser().resolve()}: expected NAME.parquet or NAME/ for NAME "
                 f"in {', '.join(BENCHMARKS)}."
             )
