@@ -54,9 +54,9 @@ def score_ordered_merges(model_file: str | Path) -> tuple[dict[str, int], list[t
 
     processor = SentencePieceProcessor(model_file=str(model_file))
     vocab = {processor.id_to_piece(i): i for i in range(processor.get_piece_size())}
+    special = (processor.is_control, processor.is_unknown, processor.is_unused, processor.is_byte)
     ranked = []
     for piece, piece_id in vocab.items():
-        special = (processor.is_control, processor.is_unknown, processor.is_unused, processor.is_byte)
         if any(check(piece_id) for check in special):
             continue
         score = processor.get_score(piece_id)
