@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+from transformers_sharegpt4v.testing_utils import tiny_sizes, write_tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURE_IMAGES = ROOT / "tests" / "fixtures" / "images"  # the four test photos
@@ -40,26 +41,9 @@ PAPER_IMAGES, PAPER_GPU_DAYS = 1_200_000, 44
 
 def build_tiny_model(folder: Path) -> Path:
     """Save a tiny-but-not-trivial ShareGPT4V model and its processor into `folder`."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import tiny_config_kwargs, train_llama_sentencepiece
-    from transformers import LlamaTokenizer
-
-    from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM, ShareGPT4VProcessor
-
-    folder.mkdir(parents=True, exist_ok=True)
-    train_llama_sentencepiece(folder / "tokenizer.model")
-    tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False)
-    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
-    kwargs = tiny_config_kwargs()
-    kwargs["vision_config"].update(hidden_size=64, intermediate_size=256, num_hidden_layers=2, projection_dim=64)
-    kwargs["text_config"].update(
-        hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8
-    )
-    config = ShareGPT4VConfig(**kwargs)
-    torch.manual_seed(0)
-    ShareGPT4VForCausalLM(config).save_pretrained(folder)
-    ShareGPT4VProcessor.from_model_config(config, tokenizer).save_pretrained(folder)
-    return folder
+    vision = {**tiny_sizes(64, 2, intermediate_size=256), "projection_dim": 64}
+    text = {**tiny_sizes(256, 4, 8, intermediate_size=688), "num_key_value_heads": 8}
+    return write_tiny_checkpoint(folder, vision=vision, text=text)
 
 
 def make_images(folder: Path, source: Path, count: int) -> list[Path]:

@@ -27,13 +27,10 @@ from pathlib import Path
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from transformers_sharegpt4v.testing_utils import train_llama_sentencepiece
 
 
 def write_checkpoint(root: Path, hidden: int, layers: int, vit_hidden: int, vit_layers: int) -> tuple[Path, Path]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import train_llama_sentencepiece
-
     llm, vit = root / "ShareGPT4V-synthetic", root / "ShareGPT4V-synthetic_vit"
     llm.mkdir(parents=True)
     vit.mkdir(parents=True)

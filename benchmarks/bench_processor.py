@@ -17,30 +17,19 @@ difference is the text side. Three measurements, medians of interleaved repeats:
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image
-from transformers import LlamaTokenizer, LlavaProcessor
+from transformers import LlavaProcessor
 
 from transformers_sharegpt4v import ShareGPT4VImageProcessor, ShareGPT4VProcessor
-
-REPO = Path(__file__).resolve().parents[1]
-SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the user's questions."
-)
+from transformers_sharegpt4v.testing_utils import SYSTEM_PROMPT, llama_tokenizer
 
 
 def build_processors(folder: Path) -> tuple[ShareGPT4VProcessor, LlavaProcessor]:
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import train_llama_sentencepiece
-
-    train_llama_sentencepiece(folder / "tokenizer.model")
-    tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True)
-    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)
+    tokenizer = llama_tokenizer(folder, image_token=True)
     image_processor = ShareGPT4VImageProcessor()
     plugin = ShareGPT4VProcessor(image_processor, tokenizer)
     peer = LlavaProcessor(
@@ -70,8 +59,8 @@ def main() -> int:
         plugin, peer = build_processors(Path(tmp))
     question = "Describe the image in detail: the objects, their colours, left and right, top and bottom."
     answer = "A dog is sitting on the grass next to a red ball. " * 6
-    texts = [f"{SYSTEM} USER: {question} {i} ASSISTANT: {answer}</s>" for i in range(args.batch)]
-    image_texts = [f"{SYSTEM} USER: <image>\n{question} {i} ASSISTANT:" for i in range(args.batch)]
+    texts = [f"{SYSTEM_PROMPT} USER: {question} {i} ASSISTANT: {answer}</s>" for i in range(args.batch)]
+    image_texts = [f"{SYSTEM_PROMPT} USER: <image>\n{question} {i} ASSISTANT:" for i in range(args.batch)]
     image = Image.new("RGB", (640, 480), (120, 80, 40))
     images = [image] * args.batch
     conversations = [

@@ -23,7 +23,6 @@ spin-wait would add CPU time without work).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import multiprocessing as mp
 import os
 import resource
@@ -32,15 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from transformers_sharegpt4v.testing_utils import make_corpus_rows, make_tiny_inputs
+
 MODES = ("padded", "packed (mask)", "packed (varlen)")
-
-
-def _load_tiny_inputs():
-    spec = importlib.util.spec_from_file_location("make_tiny_inputs", REPO / "examples/training/make_tiny_inputs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _rss_mb() -> float:
@@ -65,7 +58,7 @@ def run_mode(mode: str, checkpoint: str, samples: int, batch_size: int, steps_wa
     if mode == "packed (varlen)":
         use_sdpa_varlen(model)
     add_fused_lm_head(model, outputs=("log_probs",))
-    rows = _load_tiny_inputs().make_corpus_rows(samples, seed=1, max_sentences=60)
+    rows = make_corpus_rows(samples, seed=1, max_sentences=60)
     rows = [
         {"id": i, "images": im, "messages": ms}
         for i, im, ms in zip(rows["id"], rows["images"], rows["messages"], strict=True)
@@ -119,7 +112,7 @@ def main() -> None:
     from transformers_sharegpt4v.training.init_model import init_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
-        paths = _load_tiny_inputs().make_tiny_inputs(tmp, n_samples=4, max_sentences=60)
+        paths = make_tiny_inputs(tmp, n_samples=4, max_sentences=60)
         checkpoint = str(init_checkpoint(Path(tmp) / "init", vision=str(paths["vit"]), llm=str(paths["llm"])))
         context = mp.get_context("spawn")
         results: dict[str, list[dict]] = {mode: [] for mode in MODES}

@@ -4,75 +4,21 @@
 
 With --model (a converted ShareGPT4V-7B folder, say; see "Use the released ShareGPT4V models" in the
 README) it runs on that model. Without it, it first writes a tiny randomly initialised ShareGPT4V (real
-576-token image geometry, a LLaMA-style tokenizer trained on a few lines) to ./outputs/tiny-sharegpt4v so
-that the whole API runs on a CPU with nothing downloaded; its answers are then noise, by construction.
+576-token image geometry, a LLaMA-style tokenizer trained on a few lines: `write_tiny_checkpoint` of
+`transformers_sharegpt4v.testing_utils`) to ./outputs/tiny-sharegpt4v so that the whole API runs on a CPU
+with nothing downloaded; its answers are then noise, by construction.
 """
 
 import argparse
-import io
 import random
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoProcessor, LlamaTokenizer
+from transformers import AutoModelForCausalLM, AutoProcessor
 
-from transformers_sharegpt4v import (
-    ShareGPT4VConfig,
-    ShareGPT4VForCausalLM,
-    ShareGPT4VProcessor,
-    default_attn_implementation,
-)
+from transformers_sharegpt4v import default_attn_implementation
 from transformers_sharegpt4v.demo.world import render_scene, sample_scene
-
-LINES = [
-    "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-    "detailed, and polite answers to the user's questions.",
-    "USER: What is in the image? ASSISTANT: A large red circle at the top left and a small blue square.",
-    "Analyze the image in a comprehensive and detailed manner.",
-]
-
-
-def write_tiny_checkpoint(folder: Path) -> Path:
-    """A tiny ShareGPT4V with a freshly trained SentencePiece tokenizer, saved like a real checkpoint: the
-    tokenizer is made like LLaMA's (BPE with byte fallback, a "▁" before the text, digits split, no
-    whitespace folding) and, like Vicuna's, adds BOS and no EOS, so that everything a real checkpoint does
-    (the llava-hf export included) gives the same token ids here."""
-    import sentencepiece as spm
-
-    folder.mkdir(parents=True, exist_ok=True)
-    model_file = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(LINES * 10), model_writer=model_file, vocab_size=400, model_type="bpe",
-        byte_fallback=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, add_dummy_prefix=True,
-        normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
-        allow_whitespace_only_pieces=True, character_coverage=1.0, minloglevel=2,
-    )  # fmt: skip
-    (folder / "tokenizer.model").write_bytes(model_file.getvalue())
-    tokenizer = LlamaTokenizer.from_pretrained(folder, add_bos_token=True, add_eos_token=False)
-    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)  # adds <image> (and <pad>) as llava-hf does
-    config = ShareGPT4VConfig(
-        vision_config=dict(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            image_size=336,
-            patch_size=14,
-        ),
-        text_config=dict(
-            model_type="llama",
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            vocab_size=-(-len(tokenizer) // 64) * 64,
-        ),  # fmt: skip
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-    )
-    torch.manual_seed(0)
-    ShareGPT4VForCausalLM(config).save_pretrained(folder)
-    ShareGPT4VProcessor.from_model_config(config, tokenizer).save_pretrained(folder)
-    return folder
+from transformers_sharegpt4v.testing_utils import write_tiny_checkpoint
 
 
 def main() -> None:

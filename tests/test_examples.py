@@ -1,7 +1,7 @@
-"""examples/quickstart.py runs, and the tiny checkpoint it builds is a faithful one: its tokenizer adds BOS like
-LLaMA's, so the llava-hf export of it reproduces the original token ids (convert would warn otherwise)."""
+"""examples/quickstart.py runs, and the tiny checkpoint it builds (`testing_utils.write_tiny_checkpoint`) is a
+faithful one: its tokenizer adds BOS like LLaMA's, so the llava-hf export of it reproduces the original token ids
+(convert would warn otherwise)."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -34,11 +34,9 @@ def test_quickstart_checkpoint_exports_to_llava_hf_with_the_original_ids(tmp_pat
         _whole_string_tokenizer,
         check_whole_string_template,
     )
+    from transformers_sharegpt4v.testing_utils import write_tiny_checkpoint
 
-    spec = importlib.util.spec_from_file_location("quickstart", QUICKSTART)
-    quickstart = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(quickstart)
-    folder = quickstart.write_tiny_checkpoint(tmp_path / "tiny")
+    folder = write_tiny_checkpoint(tmp_path / "tiny")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     assert tokenizer("A chat")["input_ids"][0] == tokenizer.bos_token_id
     config = ShareGPT4VConfig.from_pretrained(folder)

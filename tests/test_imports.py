@@ -26,7 +26,7 @@ def _module_name(path: Path) -> str:
 MODULES = {
     _module_name(path): path
     for path in sorted(PACKAGE_DIR.rglob("*.py"))
-    if "__pycache__" not in path.parts and not path.name.startswith("test")
+    if "__pycache__" not in path.parts and not path.name.startswith("test_")
 }
 
 

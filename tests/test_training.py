@@ -4,7 +4,6 @@ Tiny models throughout (CLIP 336/14 = the real 576 image tokens, hidden 32) buil
 downloaded. The subprocess tests run the real `sharegpt4v` / `trl` / `accelerate` commands.
 """
 
-import importlib.util
 import json
 import logging
 import os
@@ -23,20 +22,14 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS
 ENV.pop("WANDB_MODE", None)
 
 
-def _load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "examples" / "training" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> dict[str, Path]:
-    """Tiny vit/llm/corpus (examples/training/make_tiny_inputs.py) and a checkpoint made by `init_checkpoint`."""
+    """Tiny vit/llm/corpus (`testing_utils.make_tiny_inputs`) and a checkpoint made by `init_checkpoint`."""
+    from transformers_sharegpt4v.testing_utils import make_tiny_inputs
     from transformers_sharegpt4v.training.init_model import init_checkpoint
 
     root = tmp_path_factory.mktemp("tiny_run")
-    paths = _load_example("make_tiny_inputs").make_tiny_inputs(root, n_samples=12, max_sentences=10)
+    paths = make_tiny_inputs(root, n_samples=12, max_sentences=10)
     paths["init"] = init_checkpoint(root / "init", vision=str(paths["vit"]), llm=str(paths["llm"]))
     return paths
 

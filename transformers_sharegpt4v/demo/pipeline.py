@@ -20,7 +20,6 @@ on a CPU core; the real geometry (336/14, 576 tokens) is what the tests use.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import random
@@ -38,23 +37,32 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..errors import UsageError
+from ..testing_utils import SYSTEM_PROMPT, llama_tokenizer, tiny_sizes
+from .evaluation import baselines, evaluate
 from .world import (
-    SHAPES,
+    CAPTION_PROMPT,
+    PRETRAIN_PROMPT,
+    SHORT_ANSWER,
     Scene,
-    caption_scores,
-    chance_f1,
     detailed_caption,
-    f1,
     qa_pairs,
     render_scene,
     sample_scene,
     short_caption,
 )
 
-CAPTION_PROMPT = "Describe the image in detail."
-PRETRAIN_PROMPT = "Write a caption for the image."  # dropped by the plain template, as in ShareGPT4V-PT
-SHORT_ANSWER = "Answer the question using a single word or phrase."  # the paper's short-answer suffix
 VARIANTS = ("short", "detailed")
+# The tokenizer is LLaMA-like but for SentencePiece's own normalisation (NFKC, a newline read as a space, runs
+# of spaces folded, digits whole) and no BOS, as the demo's numbers were measured; its vocabulary may come out
+# smaller than asked on the --fast corpora.
+TOKENIZER_OPTIONS = {
+    "add_bos_token": False,
+    "normalization_rule_name": "nmt_nfkc",
+    "remove_extra_whitespaces": True,
+    "split_digits": False,
+    "allow_whitespace_only_pieces": False,
+    "hard_vocab_limit": False,
+}
 
 
 @dataclass
@@ -75,22 +83,8 @@ class DemoSettings:
     jobs: int = 2
     progress: bool = True
     caption_fraction: float = 0.25  # share of stage-2 samples that are detailed-caption instructions
-    vision: dict[str, Any] = field(
-        default_factory=lambda: {
-            "hidden_size": 64,
-            "intermediate_size": 128,
-            "num_hidden_layers": 3,
-            "num_attention_heads": 4,
-        }
-    )
-    text: dict[str, Any] = field(
-        default_factory=lambda: {
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-        }
-    )
+    vision: dict[str, Any] = field(default_factory=lambda: tiny_sizes(64, 3))  # CLIP: hidden, layers
+    text: dict[str, Any] = field(default_factory=lambda: tiny_sizes(128, 2))  # Llama: hidden, layers
 
     @property
     def seeds(self) -> list[int]:
@@ -188,27 +182,13 @@ def build_datasets(settings: DemoSettings, corpora: dict[str, Path]) -> dict[str
 
 def _train_tokenizer(settings: DemoSettings, corpora: dict[str, Path]) -> Path:
     """A LLaMA-style SentencePiece tokenizer for the miniature's language (the real one is Vicuna's)."""
-    import sentencepiece as spm
-    from transformers import LlamaTokenizer
-
     # The vicuna_v1 system prompt and roles are in every stage-2 sample: whole words keep sequences short.
-    system = (
-        "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
-        "detailed, and polite answers to the user's questions. USER: ASSISTANT:"
-    )
-    texts = [system] * 200
+    texts = [f"{SYSTEM_PROMPT} USER: ASSISTANT:"] * 200
     for path in corpora.values():
         for record in json.loads(path.read_text()):
             texts += [turn["value"].replace("<image>\n", "") for turn in record["conversations"]]
     folder = settings.output / "base" / "tokenizer"
-    folder.mkdir(parents=True, exist_ok=True)
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=1000, model_type="bpe", byte_fallback=True,
-        unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2, character_coverage=1.0, hard_vocab_limit=False,
-    )  # fmt: skip
-    (folder / "tokenizer.model").write_bytes(model.getvalue())
-    LlamaTokenizer.from_pretrained(folder).save_pretrained(folder)
+    llama_tokenizer(folder, texts, 1000, **TOKENIZER_OPTIONS)
     return folder
 
 
@@ -338,99 +318,6 @@ def train_variant(
     return run / "finetune"
 
 
-# ------------------------------------------------------------------------------------------ 4. evaluation
-
-
-def _normalise(answer: str) -> str:
-    return answer.strip().strip(".").strip().lower()
-
-
-def answer_questions(model_dir: Path, settings: DemoSettings, questions: list[dict]) -> list[str]:
-    """Greedy short answers with the reloaded model (remote code, as a Hub user would load it)."""
-    import torch
-    from PIL import Image
-    from transformers import AutoModelForCausalLM, AutoProcessor
-
-    model = AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=True).eval()
-    processor = AutoProcessor.from_pretrained(model_dir, trust_remote_code=True)
-    answers = []
-    for start in range(0, len(questions), 32):
-        batch = questions[start : start + 32]
-        prompts = [
-            processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r["conversations"][0]["value"].split("\n", 1)[1]}]}],
-                add_generation_prompt=True,
-            )
-            for r in batch
-        ]  # fmt: skip
-        images = [Image.open(settings.output / "data" / r["image"]).convert("RGB") for r in batch]
-        inputs = processor(images=images, text=prompts, padding=True, padding_side="left", return_tensors="pt")
-        with torch.no_grad():
-            out = model.generate(**inputs, max_new_tokens=8, do_sample=False)
-        answers += processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-    return answers
-
-
-def evaluate(settings: DemoSettings, model_dir: Path, world: dict[str, list[Scene]], questions: list[dict]) -> dict:
-    """Caption the held-out scenes with the captioning engine and answer the held-out questions."""
-    import pandas as pd
-
-    from ..captioning import caption_images
-
-    captions_dir = model_dir.parent / "test_captions"
-    test_images = settings.output / "data" / "test_images"
-    if not test_images.exists():
-        test_images.mkdir(parents=True)
-        for i in range(len(world["test"])):
-            os.link(settings.output / "data" / "images" / f"test_{i:05d}.png", test_images / f"test_{i:05d}.png")
-    summary = caption_images(
-        str(model_dir), test_images, captions_dir, prompt=CAPTION_PROMPT, max_new_tokens=80,
-        batch_size=32, num_workers=0, progress=False,
-    )  # fmt: skip
-    rows = pd.concat(pd.read_parquet(p) for p in sorted((captions_dir / "data").glob("*.parquet")))
-    by_image = dict(zip(rows["image"], rows["caption"], strict=False))
-    captions = [by_image[f"test_{i:05d}.png"] for i in range(len(world["test"]))]
-    scores = [caption_scores(c, s) for c, s in zip(captions, world["test"], strict=False)]
-    answers = answer_questions(model_dir, settings, questions)
-    truth = [r["conversations"][1]["value"] for r in questions]
-    correct = [_normalise(a) == _normalise(t) for a, t in zip(answers, truth, strict=False)]
-    return {
-        "caption_precision": statistics.mean(p for p, _ in scores),
-        "caption_recall": statistics.mean(r for _, r in scores),
-        "caption_f1": statistics.mean(f1(p, r) for p, r in scores),
-        "qa_accuracy": sum(correct) / len(correct),
-        "captions": captions,
-        "answers": answers,
-        "caption_summary": summary.line(),
-    }
-
-
-def baselines(settings: DemoSettings, world: dict[str, list[Scene]], corpora: dict[str, Path]) -> dict[str, float]:
-    """Chance caption F1 (describing a random scene) and the QA prior (most frequent answer per question form)."""
-    from collections import Counter
-
-    def form(question: str) -> str:  # the question with its object named generically
-        first_line = question.replace("<image>\n", "").split("\n")[0]
-        return " ".join("X" if w.strip("?") in SHAPES else w for w in first_line.split())
-
-    prior: dict[str, Counter] = {}
-    for record in json.loads(corpora["finetune"].read_text()):
-        turns = record["conversations"]
-        for q, a in zip(turns[::2], turns[1::2], strict=False):
-            if SHORT_ANSWER in q["value"]:
-                prior.setdefault(form(q["value"]), Counter())[_normalise(a["value"])] += 1
-    tests = json.loads(corpora["test_questions"].read_text())
-    hits = 0
-    for record in tests:
-        counter = prior.get(form(record["conversations"][0]["value"]))
-        guess = counter.most_common(1)[0][0] if counter else ""
-        hits += guess == _normalise(record["conversations"][1]["value"])
-    return {
-        "caption_f1_chance": chance_f1(world["test"], random.Random(settings.seed + 7)),
-        "qa_prior_accuracy": hits / len(tests),
-    }
-
-
 # ------------------------------------------------------------------------------------------------ the run
 
 
@@ -520,7 +407,7 @@ def _run_demo(settings: DemoSettings) -> dict[str, Any]:
     def run_pair(seed: int, variant: str) -> tuple[int, str, dict]:
         final = train_variant(settings, seed, variant, inits[seed], datasets, on_steps)
         with evaluation:
-            scores = evaluate(settings, final, world, questions)
+            scores = evaluate(final, settings.output / "data", world, questions)
         with lock:
             evaluate_bar.update(1)
         return seed, variant, {"seed": seed, "model": str(final), **scores}
@@ -539,7 +426,7 @@ def _run_demo(settings: DemoSettings) -> dict[str, Any]:
     numbers = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
         "fast": _is_fast(settings),
-        "baselines": baselines(settings, world, corpora),
+        "baselines": baselines(world, corpora, settings.seed),
         "results": results,
         "seconds": time.perf_counter() - started,
     }

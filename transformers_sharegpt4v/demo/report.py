@@ -124,22 +124,11 @@ def draw_scores(numbers: dict[str, Any], curves: dict[str, dict[str, list]], pat
     image = Image.new("RGB", (1060, 700), WHITE)
     draw = ImageDraw.Draw(image)
     results, base = numbers["results"], numbers["baselines"]
-    _bars(
-        draw,
-        (70, 60, 440, 290),
-        "held-out caption attribute F1",
-        {v: [r["caption_f1"] for r in rs] for v, rs in results.items()},
-        base["caption_f1_chance"],
-        "chance",
-    )
-    _bars(
-        draw,
-        (600, 60, 970, 290),
-        "held-out QA accuracy",
-        {v: [r["qa_accuracy"] for r in rs] for v, rs in results.items()},
-        base["qa_prior_accuracy"],
-        "prior",
-    )
+    for box, title, key, baseline, label in (
+        ((70, 60, 440, 290), "held-out caption attribute F1", "caption_f1", "caption_f1_chance", "chance"),
+        ((600, 60, 970, 290), "held-out QA accuracy", "qa_accuracy", "qa_prior_accuracy", "prior"),
+    ):
+        _bars(draw, box, title, {v: [r[key] for r in rs] for v, rs in results.items()}, base[baseline], label)
     _curves(draw, (70, 410, 500, 640), "stage 1 loss (orange: short, blue: detailed captions)", curves["pretrain"])
     _curves(draw, (600, 410, 1030, 640), "stage 2 loss (same fine-tuning data)", curves["finetune"])
     if numbers.get("fast"):
@@ -183,35 +172,54 @@ def draw_samples(numbers: dict[str, Any], world: dict[str, list[Scene]], path: P
 
 
 def write_report(settings: Any, numbers: dict[str, Any], world: dict[str, list[Scene]], questions: list[dict]) -> Path:
+    """OUTPUT/report.md (with scores.png and samples.png beside it) from the numbers of a run."""
     out = Path(settings.output)
-    results, base = numbers["results"], numbers["baselines"]
+    results = numbers["results"]
     curves = {
         stage: {v: [_loss_curve(Path(r["model"]).parent / stage) for r in rs] for v, rs in results.items()}
         for stage in ("pretrain", "finetune")
     }
     scores_png = draw_scores(numbers, curves, out / "scores.png")
     samples_png = draw_samples(numbers, world, out / "samples.png")
-
-    def cell(variant: str, key: str) -> str:
-        mean, std = _mean_std([r[key] for r in results[variant]])
-        return f"{mean:.3f} ± {std:.3f}"
-
-    seeds = len(results["detailed"])
-    qa_gap = [d["qa_accuracy"] - s["qa_accuracy"] for d, s in zip(results["detailed"], results["short"], strict=False)]
-    f1_gap = [d["caption_f1"] - s["caption_f1"] for d, s in zip(results["detailed"], results["short"], strict=False)]
     lines = [
         "# ShareGPT4V in miniature",
         "",
         *([f"**{FAST_NOTE}**", ""] if numbers.get("fast") else []),
         f"{settings.n_pretrain} pretraining scenes, {settings.n_finetune} fine-tuning scenes, {settings.n_test} held-out "
-        f"scenes ({len(questions)} questions); {seeds} seed(s); stage 1 {settings.pretrain_steps} steps and stage 2 "
-        f"{settings.finetune_steps} steps of batch {settings.batch_size} for both variants; "
+        f"scenes ({len(questions)} questions); {len(results['detailed'])} seed(s); stage 1 {settings.pretrain_steps} "
+        f"steps and stage 2 {settings.finetune_steps} steps of batch {settings.batch_size} for both variants; "
         f"{numbers['seconds']:.0f} s in all.",
         "",
         "The two variants differ only in their stage-1 captions: **short** names the main object (alt-text style), "
         "**detailed** names every object with its colour, size, texture, position, the count and the spatial "
         "relations (ShareGPT4V style). Stage 2 is the same for both.",
         "",
+        *_scores_table(results, numbers["baselines"]),
+        "",
+        *_finding(results),
+        "",
+        f"![scores and training curves]({scores_png.name})",
+        "",
+        f"![held-out samples]({samples_png.name})",
+        "",
+        *_per_seed_table(results),
+        "",
+        "Recipes: `recipes/`; corpora: `corpora/` (ShareGPT4V JSON) and `datasets/`; models: `runs/`.",
+        "",
+    ]
+    path = out / "report.md"
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _scores_table(results: dict[str, list[dict]], base: dict[str, float]) -> list[str]:
+    """The table of mean ± std scores per variant, with the baselines, and how they are computed."""
+
+    def cell(variant: str, key: str) -> str:
+        mean, std = _mean_std([r[key] for r in results[variant]])
+        return f"{mean:.3f} ± {std:.3f}"
+
+    lines = [
         "| pretraining captions | caption precision | caption recall | caption F1 | QA accuracy |",
         "| --- | --- | --- | --- | --- |",
     ]
@@ -220,23 +228,31 @@ def write_report(settings: Any, numbers: dict[str, Any], world: dict[str, list[S
             f"| {variant} | {cell(variant, 'caption_precision')} | {cell(variant, 'caption_recall')} | "
             f"{cell(variant, 'caption_f1')} | {cell(variant, 'qa_accuracy')} |"
         )
-    lines += [
+    return lines + [
         f"| chance / prior | | | {base['caption_f1_chance']:.3f} | {base['qa_prior_accuracy']:.3f} |",
         "",
         "Mean ± standard deviation over seeds. Caption scores compare the attribute facts a generated caption states "
         "(object present, colour, size, texture, position, count) with the scene's ground truth; chance describes a "
         "random scene of the same world. The QA prior answers each question form with its most frequent training answer.",
-        "",
+    ]
+
+
+def _finding(results: dict[str, list[dict]]) -> list[str]:
+    """Detailed minus short pretraining, per seed, and what that says."""
+    pairs = list(zip(results["detailed"], results["short"], strict=False))
+    qa_gap = [d["qa_accuracy"] - s["qa_accuracy"] for d, s in pairs]
+    f1_gap = [d["caption_f1"] - s["caption_f1"] for d, s in pairs]
+    return [
         "## Finding",
         "",
         f"- Detailed minus short pretraining, caption F1 per seed: {', '.join(f'{g:+.3f}' for g in f1_gap)}.",
         f"- Detailed minus short pretraining, QA accuracy per seed: {', '.join(f'{g:+.3f}' for g in qa_gap)}.",
         "- " + _verdict(qa_gap),
-        "",
-        f"![scores and training curves]({scores_png.name})",
-        "",
-        f"![held-out samples]({samples_png.name})",
-        "",
+    ]
+
+
+def _per_seed_table(results: dict[str, list[dict]]) -> list[str]:
+    lines = [
         "## Per seed",
         "",
         "| seed | variant | caption F1 | QA accuracy | captioning run |",
@@ -247,10 +263,7 @@ def write_report(settings: Any, numbers: dict[str, Any], world: dict[str, list[S
             lines.append(
                 f"| {r['seed']} | {variant} | {r['caption_f1']:.3f} | {r['qa_accuracy']:.3f} | {r['caption_summary']} |"
             )
-    lines += ["", "Recipes: `recipes/`; corpora: `corpora/` (ShareGPT4V JSON) and `datasets/`; models: `runs/`.", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return lines
 
 
 def _verdict(gaps: list[float]) -> str:

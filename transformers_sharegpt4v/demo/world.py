@@ -22,6 +22,11 @@ TEXTURES = ("solid", "striped")
 CELLS = ("top left", "top right", "bottom left", "bottom right")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 
+# The instructions of the world's corpora (and of the evaluation, which asks the same).
+CAPTION_PROMPT = "Describe the image in detail."
+PRETRAIN_PROMPT = "Write a caption for the image."  # dropped by the plain template, as in ShareGPT4V-PT
+SHORT_ANSWER = "Answer the question using a single word or phrase."  # the paper's short-answer suffix
+
 
 @dataclass(frozen=True)
 class SceneObject:
