@@ -132,7 +132,7 @@ def cache_ablation(model, processor, paths, max_new_tokens: int) -> str:
     )
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="checkpoint folder or Hub id (default: a tiny model built here)")
     parser.add_argument("--images", default=str(FIXTURE_IMAGES), help="folder of images to copy from")
@@ -146,9 +146,39 @@ def main() -> None:
     )
     parser.add_argument("--num-workers", type=int, default=2, help="engine DataLoader workers")
     parser.add_argument("--dtype", default="auto")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from transformers_sharegpt4v.captioning import caption_images, load_captioner
+
+def engine_run(args: argparse.Namespace, model_path: str, images: Path, out: Path) -> tuple[float, float, float]:
+    """`caption_images` as `sharegpt4v caption` runs it; prints and returns images/s, tokens/caption, tokens/s."""
+    from transformers_sharegpt4v.captioning import caption_images
+
+    summary = caption_images(
+        model_path,
+        images,
+        out,
+        prompt=PROMPT,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        num_workers=args.num_workers,
+        dtype=args.dtype,
+        progress=False,
+    )
+    engine_ips = summary.done / summary.seconds
+    tokens_per_caption = summary.tokens / summary.done
+    engine_tps = summary.tokens / summary.seconds
+    print(
+        f"engine (batch {args.batch_size}, greedy, {args.num_workers} workers): {engine_ips:.3f} images/s "
+        f"({summary.done} images in {summary.seconds:.1f} s, {tokens_per_caption:.1f} tokens/caption, "
+        f"{engine_tps:.1f} tokens/s)"
+    )
+    return engine_ips, tokens_per_caption, engine_tps
+
+
+def main() -> None:
+    args = parse_args()
+
+    from transformers_sharegpt4v.captioning import load_captioner
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -162,25 +192,7 @@ def main() -> None:
             f"torch threads={torch.get_num_threads()}"
         )
 
-        summary = caption_images(
-            model_path,
-            tmp / "images",
-            tmp / "out",
-            prompt=PROMPT,
-            batch_size=args.batch_size,
-            max_new_tokens=args.max_new_tokens,
-            num_workers=args.num_workers,
-            dtype=args.dtype,
-            progress=False,
-        )
-        engine_ips = summary.done / summary.seconds
-        tokens_per_caption = summary.tokens / summary.done
-        engine_tps = summary.tokens / summary.seconds
-        print(
-            f"engine (batch {args.batch_size}, greedy, {args.num_workers} workers): {engine_ips:.3f} images/s "
-            f"({summary.done} images in {summary.seconds:.1f} s, {tokens_per_caption:.1f} tokens/caption, "
-            f"{engine_tps:.1f} tokens/s)"
-        )
+        engine_ips, tokens_per_caption, engine_tps = engine_run(args, model_path, tmp / "images", tmp / "out")
 
         seconds, tokens = share_captioner_loop(model, processor, paths, args.max_new_tokens)
         share_ips = len(paths) / seconds

@@ -44,6 +44,14 @@ def write_checkpoint(root: Path, hidden: int, layers: int, vit_hidden: int, vit_
     def rand(*shape: int, dtype=torch.float16) -> torch.Tensor:
         return (torch.randn(*shape, generator=g) * 0.02).to(dtype)
 
+    shards = _llm_shards(rand, vocab, hidden, inter, layers, vit_hidden)
+    _write_llm(llm, shards, vit, vocab, hidden, inter, layers, vit_hidden)
+    _write_vision_tower(vit, rand, vit_hidden, vit_layers)
+    return llm, vit
+
+
+def _llm_shards(rand, vocab: int, hidden: int, inter: int, layers: int, vit_hidden: int) -> dict[str, dict]:
+    """The LLM's tensors in the released layout (LLaMA keys, mm_projector), grouped into two shards."""
     shards: dict[str, dict[str, torch.Tensor]] = {}
     first = {"model.embed_tokens.weight": rand(vocab, hidden)}
     per_shard = max(1, layers // 2)
@@ -67,6 +75,13 @@ def write_checkpoint(root: Path, hidden: int, layers: int, vit_hidden: int, vit_
             "model.mm_projector.2.bias": rand(hidden),
         }
     )
+    return shards
+
+
+def _write_llm(
+    llm: Path, shards: dict, vit: Path, vocab: int, hidden: int, inter: int, layers: int, vit_hidden: int
+) -> None:
+    """The LLM shards, their index and the share4v config.json, as the released checkpoints have them."""
     names = {key: f"pytorch_model-{i + 1:05d}-of-{len(shards):05d}.bin" for i, key in enumerate(shards)}
     weight_map = {}
     for key, state in shards.items():
@@ -83,6 +98,9 @@ def write_checkpoint(root: Path, hidden: int, layers: int, vit_hidden: int, vit_
     )  # fmt: skip
     (llm / "config.json").write_text(json.dumps(config))
 
+
+def _write_vision_tower(vit: Path, rand, vit_hidden: int, vit_layers: int) -> None:
+    """A CLIP ViT-L/14-336-shaped vision tower folder (config and fp32 weights), at `vit_hidden` wide."""
     from transformers import CLIPVisionConfig
 
     vit_config = CLIPVisionConfig(
@@ -97,7 +115,6 @@ def write_checkpoint(root: Path, hidden: int, layers: int, vit_hidden: int, vit_
     torch.save(
         {"vision_model." + k: rand(*s, dtype=torch.float32) for k, s in shapes.items()}, vit / "pytorch_model.bin"
     )
-    return llm, vit
 
 
 PLUGIN = """

@@ -108,7 +108,11 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print_summary(args, run_all(args))
 
+
+def run_all(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """Every mode `args.repeats` times, alternating, each run in a fresh spawned process; the runs per mode."""
     from transformers_sharegpt4v.training.init_model import init_checkpoint
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,6 +135,11 @@ def main() -> None:
                     f"{result['tokens_per_cpu_s']:8.0f} tokens/CPU-s  peak RSS {result['peak_mb']:7.0f} MB",
                     flush=True,
                 )
+    return results
+
+
+def print_summary(args: argparse.Namespace, results: dict[str, list[dict]]) -> None:
+    """The medians per mode, and the packed modes against padding."""
 
     def median(values):
         return statistics.median(values)

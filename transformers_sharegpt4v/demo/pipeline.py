@@ -10,8 +10,8 @@ The paper's experiment at toy scale, through the same code paths as the real sys
    `plain` template, vision layers from 1 unfrozen) and stage 2 (finetune, `vicuna_v1`, vision frozen) run
    with `sharegpt4v train` recipes, once with short and once with detailed captions, same budget, per seed;
 4. the final models reloaded with `AutoModelForCausalLM.from_pretrained(..., trust_remote_code=True)`,
-   held-out scenes captioned with the captioning engine, held-out questions answered;
-5. DIR/report.md with the numbers over the seeds, and PNG plots (scores, training curves, samples).
+   held-out scenes captioned with the captioning engine, held-out questions answered (`evaluation.py`);
+5. DIR/report.md with the numbers over the seeds, and PNG plots (scores, training curves, samples: `report.py`).
 
 The tiny geometry (64 px images, 32 px patches: 4 image tokens) keeps a seed to about a minute per variant
 on a CPU core; the real geometry (336/14, 576 tokens) is what the tests use.
