@@ -366,7 +366,7 @@ def _caption_share(run: _Run) -> CaptionSummary:
     pending = [p for p in share if source.keys[p] not in done]
     summary.skipped = len(share) - len(pending)
     del done
-    writer = ShardWriter(run.output, prefix=f"r{rank:03d}", shard_size=args.rows_per_shard)
+    writer = ShardWriter(run.output, prefix=f"r{rank:03d}", rows_per_shard=args.rows_per_shard)
     description = "caption" if world == 1 else f"caption (rank {rank}/{world})"
     bar = tqdm(total=len(pending), desc=description, unit="img", disable=not run.show_progress, smoothing=0.05)
     # no DataLoader (and no worker processes) when there is nothing to caption, as on a finished run's resume
