@@ -292,6 +292,9 @@ def test_options_are_one_dataclass_with_defaults_then_config_then_flags(tmp_path
     assert args.rows_per_shard == 1000 and args.preset is None
     args = parse_arguments(CaptionArguments, "--model m --images i --output o --no-progress --compile".split(), "c")
     assert (args.progress, args.compile, args.dtype) == (False, True, "auto")
+    config.write_text("model: m\nimages: imgs\noutput: out\ncompile: true\n")
+    args = parse_arguments(CaptionArguments, [f"--config={config}", "--compile", "--no-progress"], "c")
+    assert (args.model, args.compile, args.progress) == ("m", True, False)
     config.write_text("model: m\nbatch_sise: 8\n")
     with pytest.raises(SystemExit) as exit_info:
         parse_arguments(CaptionArguments, ["--config", str(config)], "sharegpt4v caption")

@@ -47,8 +47,8 @@ class _Deprecated(argparse.Action):
     """Stores like the option it stands for (`store`, `store_true`, `append`...) after a one-line warning."""
 
     def __init__(self, option_strings: list[str], dest: str, *, new: str, inner: argparse.Action, **kwargs: Any):
-        super().__init__(option_strings, dest, nargs=inner.nargs, help=argparse.SUPPRESS, type=inner.type,
-                         choices=inner.choices, metavar=inner.metavar, default=argparse.SUPPRESS)  # fmt: skip
+        settings = {"nargs": inner.nargs, "type": inner.type, "choices": inner.choices, "metavar": inner.metavar}
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, default=argparse.SUPPRESS, **settings)
         self.new, self.inner = new, inner
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: Any, values: Any, option: Any = None) -> None:
@@ -67,22 +67,23 @@ def _field_type(hint: Any) -> tuple[Any, bool]:
 
 
 def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, hint: Any, default: Any) -> None:
+    """One option for `field`; `default` is the dataclass default or the `--config` file's value."""
     kind, is_list = _field_type(hint)
     options = {key: value for key, value in field.metadata.items() if key not in _OWN_KEYS}
     required = default is dataclasses.MISSING
-    flag = "--" + field.name.replace("_", "-")
+    name = "--" + field.name.replace("_", "-")
     if field.metadata.get("positional"):
         parser.add_argument(field.name, nargs="?" if not required else None, default=default, type=kind, **options)
         return
-    name = flag
     if kind is bool and not is_list:
-        name = flag if not default else "--no-" + field.name.replace("_", "-")
-        action = parser.add_argument(name, dest=field.name, action="store_false" if default else "store_true",
-                                     default=default, **options)  # fmt: skip
+        switch_off = field.default is True  # named after the dataclass default, whatever the file says
+        name = "--no-" + field.name.replace("_", "-") if switch_off else name
+        options |= {"action": "store_false" if switch_off else "store_true", "default": default}
     else:
-        extra = {"nargs": "+", "action": "extend"} if is_list else {}
-        action = parser.add_argument(flag, dest=field.name, type=kind, default=None if required else default,
-                                     required=required and not field.metadata.get("deprecated"), **extra, **options)  # fmt: skip
+        options |= {"type": kind, "default": None if required else default}
+        options |= {"required": required and not field.metadata.get("deprecated")}
+        options |= {"nargs": "+", "action": "extend"} if is_list else {}
+    action = parser.add_argument(name, dest=field.name, **options)
     for old in field.metadata.get("deprecated", ()):
         parser.add_argument(old, dest=field.name, action=_Deprecated, new=name, inner=action)
 
@@ -112,6 +113,9 @@ def _normalize_flags(argv: Sequence[str]) -> list[str]:
             return out + list(argv[position:])
         if arg.startswith("--"):
             name, equals, value = arg.partition("=")
+            if name == "--config" and equals:  # `--config=FILE` -> `--config FILE`, as `_read_config` reads it
+                out += [name, value]
+                continue
             arg = name.replace("_", "-") + equals + value
         out.append(arg)
     return out
