@@ -261,7 +261,7 @@ def test_kill_9_then_resume_gives_every_image_exactly_once(captioner_dir, tmp_pa
     output = tmp_path / "out"
     command = [sys.executable, "-m", "transformers_sharegpt4v.cli", "caption", "--model", str(captioner_dir)]
     command += ["--images", str(root), "--output", str(output), "--max-new-tokens", "48", "--batch-size", "1"]
-    command += ["--num-workers", "1", "--no-progress", "--shard-size", "3"]
+    command += ["--num-workers", "1", "--no-progress", "--rows-per-shard", "3"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -560,7 +560,7 @@ def test_dataset_source_end_to_end(captioner_dir, image_dir, tmp_path, single_ru
 
 
 def test_dataset_image_file_names_are_safe_and_distinct():
-    from transformers_sharegpt4v.captioning.run import _image_file_name
+    from transformers_sharegpt4v.captioning.export import _image_file_name
 
     png = (FIXTURE_IMAGES.parent / "images").glob("*.jpg")  # any real bytes; the extension comes from the id
     data = next(png).read_bytes()
@@ -683,7 +683,7 @@ def test_list_of_absolute_paths_exports_records_data_build_keeps(captioner_dir, 
         export_json=json_path,
     )  # fmt: skip
     assert sorted(row["image"] for row in load_rows(tmp_path / "out")) == ["a.jpg", "sub/b.jpg"]
-    assert summary.extra["export_image_root"] == str(root.resolve())
+    assert summary.export.image_root == str(root.resolve()) and summary.exported == 2
     assert f"--image-root {root.resolve()}" in summary.line()
     assert sorted(r["image"] for r in json.loads(json_path.read_text())) == ["a.jpg", "sub/b.jpg"]
     written, _, image_root = export_to_json(tmp_path / "out", json_path, include_degenerate=True)

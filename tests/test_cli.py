@@ -4,6 +4,7 @@ Bad input ends with one line, `sharegpt4v CMD: error: ...`, exit code 2, the out
 the same command works once the input is fixed. `--help` and the `data` commands never import torch, and
 `import transformers_sharegpt4v` stays light while still registering the Auto classes."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -147,14 +148,15 @@ def test_only_usage_errors_become_one_line(tmp_path, capsys, monkeypatch):
     def raise_value_error(args):
         raise ValueError("an internal inconsistency")
 
-    monkeypatch.setattr(corpora_cli, "_stats", raise_value_error)
+    stats = corpora_cli.ACTIONS["stats"]
+    monkeypatch.setitem(corpora_cli.ACTIONS, "stats", stats._replace(run=raise_value_error))
     with pytest.raises(ValueError, match="internal inconsistency"):
         main(["data", "stats", str(tmp_path)])
 
     def raise_usage_error(args):
         raise UsageError("OUT is odd: give another one.")
 
-    monkeypatch.setattr(corpora_cli, "_stats", raise_usage_error)
+    monkeypatch.setitem(corpora_cli.ACTIONS, "stats", stats._replace(run=raise_usage_error))
     assert main(["data", "stats", str(tmp_path)]) == 2
     assert capsys.readouterr().err == "sharegpt4v data: error: OUT is odd: give another one.\n"
     assert issubclass(UsageError, ValueError)
@@ -193,7 +195,7 @@ def test_help_and_data_commands_never_import_torch(tmp_path):
         assert not heavy(), ("build", heavy())
         assert quiet(["data", "stats", {str(out)!r}])[0] == 0 and not heavy(), ("stats", heavy())
         assert quiet(["data", "stats", {str(tmp_path / "caps")!r}])[0] == 0 and not heavy()
-        assert quiet(["data", "export", {str(out)!r}, "--json", {str(tmp_path / "back.json")!r}])[0] == 0
+        assert quiet(["data", "export", {str(out)!r}, "--to-json", {str(tmp_path / "back.json")!r}])[0] == 0
         assert not heavy(), ("export", heavy())
         code, err = quiet(["data", "push", {str(out)!r}, "me/corpus"])  # HF_HUB_OFFLINE=1: refused
         assert code == 2 and "HF_HUB_OFFLINE" in err, err
@@ -269,10 +271,47 @@ def test_data_actions_describe_themselves(capsys):
 
 
 def test_caption_preset_names_are_the_engines():
-    from transformers_sharegpt4v.captioning.cli import PRESET_NAMES
+    from transformers_sharegpt4v.captioning.arguments import CaptionArguments
     from transformers_sharegpt4v.captioning.engine import PRESETS
 
-    assert set(PRESET_NAMES) == set(PRESETS)
+    preset = next(f for f in dataclasses.fields(CaptionArguments) if f.name == "preset")
+    assert set(preset.metadata["choices"]) == set(PRESETS)
+
+
+def test_options_are_one_dataclass_with_defaults_then_config_then_flags(tmp_path, capsys):
+    """Every migrated command parses its dataclass the way the recipes are parsed: dataclass defaults <
+    `--config` YAML < flags; `--num_workers` equals `--num-workers`; an unknown key or flag names itself."""
+    from transformers_sharegpt4v.arguments import parse_arguments
+    from transformers_sharegpt4v.captioning.arguments import CaptionArguments
+    from transformers_sharegpt4v.corpora.cli import ExportArguments, StatsArguments
+
+    config = tmp_path / "caption.yaml"
+    config.write_text("model: m\nimages: imgs\noutput: out\nbatch_size: 8\nnum-workers: 3\nprogress: false\n")
+    args = parse_arguments(CaptionArguments, ["--config", str(config), "--batch_size", "4"], "sharegpt4v caption")
+    assert (args.model, args.images, args.batch_size, args.num_workers, args.progress) == ("m", "imgs", 4, 3, False)
+    assert args.rows_per_shard == 1000 and args.preset is None
+    args = parse_arguments(CaptionArguments, "--model m --images i --output o --no-progress --compile".split(), "c")
+    assert (args.progress, args.compile, args.dtype) == (False, True, "auto")
+    config.write_text("model: m\nimages: imgs\noutput: out\ncompile: true\n")
+    args = parse_arguments(CaptionArguments, [f"--config={config}", "--compile", "--no-progress"], "c")
+    assert (args.model, args.compile, args.progress) == ("m", True, False)
+    config.write_text("model: m\nbatch_sise: 8\n")
+    with pytest.raises(SystemExit) as exit_info:
+        parse_arguments(CaptionArguments, ["--config", str(config)], "sharegpt4v caption")
+    assert exit_info.value.code == 2 and "batch_sise" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_arguments(CaptionArguments, "--model m --images i --output o --bogus 1".split(), "sharegpt4v caption")
+    assert "--bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_arguments(CaptionArguments, "--images i --output o".split(), "sharegpt4v caption")
+    assert "--model" in capsys.readouterr().err
+    # the old spellings of renamed flags still work, with a one-line warning
+    args = parse_arguments(CaptionArguments, "--model m --images i --output o --shard-size 7".split(), "c")
+    assert args.rows_per_shard == 7 and "--shard-size is deprecated, use --rows-per-shard" in capsys.readouterr().err
+    args = parse_arguments(ExportArguments, ["OUT", "--json", "x.json"], "sharegpt4v data export")
+    assert (args.dataset, args.to_json) == ("OUT", "x.json") and "use --to-json" in capsys.readouterr().err
+    args = parse_arguments(StatsArguments, ["OUT", "--output", "s.json"], "sharegpt4v data stats")
+    assert args.report == "s.json" and "use --report" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------- caption
@@ -412,7 +451,7 @@ def test_data_stats_reads_a_caption_folder_and_export_refuses_it(tmp_path, capsy
     printed = capsys.readouterr().out
     assert "captions            2" in printed and "b.jpg: 'red car,'" in printed
     assert json.loads((caps / "stats.json").read_text())["captions"] == 2
-    assert main(["data", "export", str(caps), "--json", str(tmp_path / "x.json")]) == 2
+    assert main(["data", "export", str(caps), "--to-json", str(tmp_path / "x.json")]) == 2
     assert "--export-json" in _error_line(capsys.readouterr()) and not (tmp_path / "x.json").exists()
     (tmp_path / "other" / "data").mkdir(parents=True)
     pq.write_table(pa.table({"text": ["x"]}), tmp_path / "other" / "data" / "train-0.parquet")

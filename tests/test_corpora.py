@@ -560,7 +560,7 @@ def test_caption_and_stats_share_one_degenerate_rule(tmp_path, capsys):
     (tmp_path / "root").mkdir()
     (tmp_path / "captions.json").write_text(json.dumps(records))
     build_corpus(tmp_path / "captions.json", tmp_path / "root", tmp_path / "out", num_workers=0, progress=False)
-    assert main(["data", "stats", str(tmp_path / "out"), "--output", str(tmp_path / "stats.json")]) == 0
+    assert main(["data", "stats", str(tmp_path / "out"), "--report", str(tmp_path / "stats.json")]) == 0
     printed = capsys.readouterr().out
     flagged = {item["id"] for item in json.loads((tmp_path / "stats.json").read_text())["degenerate_captions"]}
     expected = {key for key, text in captions.items() if is_degenerate(text)}
@@ -602,7 +602,7 @@ def test_cli_build_in_a_subprocess_then_stats(built, tmp_path, capsys):
 def test_cli_export(built, tmp_path, capsys):
     from transformers_sharegpt4v.cli import main
 
-    assert main(["data", "export", str(built[0] / "out"), "--json", str(tmp_path / "x.json"), "--indent", "2"]) == 0
+    assert main(["data", "export", str(built[0] / "out"), "--to-json", str(tmp_path / "x.json"), "--indent", "2"]) == 0
     assert f"{len(GOOD)} records exported" in capsys.readouterr().out
     assert json.loads((tmp_path / "x.json").read_text()) == [dict(r, id=str(r["id"])) for r in GOOD]
 

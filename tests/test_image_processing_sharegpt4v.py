@@ -396,6 +396,18 @@ def test_normalization_table_is_bit_identical_to_the_output(processor):
     assert np.array_equal(table[np.arange(3)[:, None, None], uint8], ours)
     exact = (np.arange(256)[None, :] / 255.0 - np.array(CLIP_MEAN)[:, None]) / np.array(CLIP_STD)[:, None]
     assert np.abs(table - exact).max() < 1e-6
+    # the public pair other code (captioning's DataLoader workers and engine) uses: the same two steps with
+    # the instance's settings
+    assert np.array_equal(processor.uint8_pixels(image), uint8) and processor.uint8_pixels(image).dtype == np.uint8
+    assert np.array_equal(processor.uint8_normalization_table(), table)
+    unpadded = ShareGPT4VImageProcessor(do_pad=False)
+    wide = PIL.Image.new("RGB", (500, 300), (10, 200, 30))
+    pixels = unpadded.uint8_pixels(wide)
+    assert pixels.shape == (3, 336, 336) and pixels.flags["C_CONTIGUOUS"]
+    lookup = unpadded.uint8_normalization_table()
+    assert np.array_equal(
+        lookup[np.arange(3)[:, None, None], pixels], unpadded(wide, return_tensors="np")["pixel_values"][0]
+    )
 
 
 def test_save_and_load_round_trip(tmp_path):

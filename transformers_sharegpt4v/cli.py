@@ -1,21 +1,32 @@
 """The `sharegpt4v` command. Thin: it picks the subcommand and hands the rest of argv to the module that
 implements it, and each feature keeps its options beside its code.
 
-Each module listed in COMMANDS exposes `add_arguments(parser)` and `run(args) -> int`, and is light to import:
-torch, transformers, trl and datasets are imported inside `run`, so `--help` of every command answers at once
-and the `data` commands never load torch. Bad input is a `UsageError` (errors.py), raised by the commands'
-input checks with a message naming the file, record, flag or value at fault and the fix: the dispatcher prints
-it as `sharegpt4v COMMAND: error: MESSAGE` on stderr and exits with 2 (argparse's code for a usage error).
-`SHAREGPT4V_DEBUG=1` lets it through with its traceback. Any other exception (from transformers, trl,
-datasets, torch, ... or a bug of ours) keeps its traceback: there, the context is the useful part.
+A module listed in COMMANDS is light to import (torch, transformers, trl and datasets are imported inside
+its `run`, so `--help` of every command answers at once and the `data` commands never load torch) and
+exposes one of:
+- `ARGUMENTS`, the dataclass of its options, and `run(args: ARGUMENTS) -> int`: the options are parsed by
+  `arguments.parse_arguments` (defaults < `--config FILE.yaml` < flags), as `sharegpt4v caption`;
+- `ACTIONS`, `{name: arguments.Action(dataclass, run, help)}`, for a command with actions (`sharegpt4v data`);
+- `run_argv(argv) -> int` for a command that parses its argv itself (`sharegpt4v train`, TRL's parser);
+- `add_arguments(parser)` and `run(namespace) -> int` (plain argparse; the commands not moved yet).
+
+Bad input is a `UsageError` (errors.py), raised by the commands' input checks with a message naming the
+file, record, flag or value at fault and the fix: the dispatcher prints it as `sharegpt4v COMMAND: error:
+MESSAGE` on stderr and exits with 2 (argparse's code for a usage error). `SHAREGPT4V_DEBUG=1` lets it through
+with its traceback. Any other exception (from transformers, trl, datasets, torch, ... or a bug of ours) keeps
+its traceback: there, the context is the useful part.
 """
 
 import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 from . import __version__
+from .arguments import parse_arguments
 from .errors import UsageError
 
 # subcommand -> (module, one-line help)
@@ -48,6 +59,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse_action(prog: str, description: str, actions: dict, argv: list[str]) -> tuple[Callable[[Any], int], Any]:
+    """(run, options) of `COMMAND ACTION [options]`; `COMMAND --help` lists the actions."""
+    if not argv or argv[0] not in actions:
+        parser = argparse.ArgumentParser(prog=prog, description=description)
+        choices = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+        for name, action in actions.items():
+            choices.add_parser(name, help=action.help, add_help=False)
+        parser.parse_args(argv)  # --help, or a missing / unknown action: argparse prints and exits
+    action = actions[argv[0]]
+    return action.run, parse_arguments(action.arguments, argv[1:], f"{prog} {argv[0]}", action.description)
+
+
+def _parse(name: str, module: ModuleType, argv: list[str]) -> tuple[Callable[[Any], int], Any]:
+    """(the function that runs the command, what it takes) for `sharegpt4v NAME argv`."""
+    prog, description = f"sharegpt4v {name}", COMMANDS[name][1]
+    if hasattr(module, "ACTIONS"):
+        return _parse_action(prog, description, module.ACTIONS, argv)
+    if hasattr(module, "ARGUMENTS"):
+        return module.run, parse_arguments(module.ARGUMENTS, argv, prog, description)
+    if hasattr(module, "run_argv"):
+        return module.run_argv, argv
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    module.add_arguments(parser)
+    return module.run, parser.parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
@@ -58,12 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(argv)  # --help, --version or an unknown command: argparse prints and exits
         return 2
     name = argv[0]
-    module = importlib.import_module(COMMANDS[name][0])
-    sub = argparse.ArgumentParser(prog=f"sharegpt4v {name}", description=COMMANDS[name][1])
-    module.add_arguments(sub)
-    args = sub.parse_args(argv[1:])
     try:
-        return int(module.run(args) or 0)
+        run, args = _parse(name, importlib.import_module(COMMANDS[name][0]), argv[1:])
+        return int(run(args) or 0)
     except UsageError as error:
         if os.environ.get("SHAREGPT4V_DEBUG", "") not in ("", "0"):
             raise

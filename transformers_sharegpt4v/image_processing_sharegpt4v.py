@@ -2,24 +2,14 @@
 
 Part of the remote-code unit: imports only numpy, PIL, torch and transformers.
 
-The released ShareGPT4V models saw images prepared like this (LLaVA-1.5 `image_aspect_ratio "pad"` plus
-transformers 4.31's `CLIPImageProcessor`):
-
-1. open the file with PIL and `convert("RGB")`: alpha is dropped, NOT composited onto white (current
-   transformers composites, which changes the pixels of every transparent image); no EXIF rotation
-   (images given by http(s) URL, data URI or base64, as transformers' `load_image` takes them, are decoded
-   the same way);
-2. (stage 2 and inference, `do_pad=True`) paste the image centred, at ((S-W)//2, (S-H)//2), on an SxS
-   canvas, S = the long side, filled with the mean colour as integers (122, 116, 104);
-3. resize so the short side is 336 (long side int(336 * long / short)) with PIL bicubic;
-4. centre crop 336x336 at ((H-336)//2, (W-336)//2);
-5. rescale by 1/255 and normalize with the OpenAI CLIP mean/std.
-
-Here steps 1-4 stay in PIL on uint8: a padded image is already square, so it is resized straight to
-336x336 and the crop is a no-op; a wide image's padding rows are added after PIL's horizontal pass (which
-cannot change them), so that pass only runs over the image rows. Step 5 reads the R, G and B planes
-straight out of PIL and applies one fused multiply-subtract per plane, x * (rescale_factor / std) -
-mean / std with float32 constants, into one preallocated batch buffer (within 3e-7 of the float64 result).
+The released models saw images prepared as docs/reference.md ("Image preprocessing") says: PIL
+`convert("RGB")` (alpha dropped, not composited onto white; no EXIF rotation), pasted centred on a square
+canvas of the mean colour (122, 116, 104) when `do_pad`, resized (short side 336, PIL bicubic), centre
+cropped to 336x336, rescaled by 1/255 and normalized with the OpenAI CLIP mean/std (transformers 4.31's
+`CLIPImageProcessor`). Here the geometry stays in PIL on uint8: a padded image is already square, so it is
+resized straight to 336x336, and a wide image's padding rows are added after PIL's horizontal pass (which
+cannot change them). The normalization reads the R, G and B planes straight out of PIL and applies one fused
+multiply-subtract per plane with float32 constants (within 3e-7 of the float64 result).
 """
 
 import base64
@@ -41,13 +31,7 @@ import PIL.ImageFile
 import torch
 import transformers
 from transformers.image_processing_base import BatchFeature
-from transformers.image_utils import (
-    OPENAI_CLIP_MEAN,
-    OPENAI_CLIP_STD,
-    ChannelDimension,
-    PILImageResampling,
-    SizeDict,
-)
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, ChannelDimension, PILImageResampling, SizeDict
 from transformers.utils import TensorType
 
 try:
@@ -64,13 +48,7 @@ class CorruptImageError(ValueError):
 
 
 # PIL filters that resize by two separable convolution passes (horizontal, then vertical).
-_TWO_PASS_FILTERS = {
-    PIL.Image.Resampling.BOX,
-    PIL.Image.Resampling.BILINEAR,
-    PIL.Image.Resampling.HAMMING,
-    PIL.Image.Resampling.BICUBIC,
-    PIL.Image.Resampling.LANCZOS,
-}
+_TWO_PASS_FILTERS = {PIL.Image.Resampling[name] for name in ("BOX", "BILINEAR", "HAMMING", "BICUBIC", "LANCZOS")}
 
 
 def _pad(image: PIL.Image.Image, side: int, colour: tuple[int, ...]) -> PIL.Image.Image:
@@ -101,11 +79,9 @@ def _resize_padded_wide(
 
 @functools.cache
 def _can_resize_padded_wide(resample: PIL.Image.Resampling) -> bool:
-    """Whether `_resize_padded_wide` equals resizing the padded canvas with this filter on this PIL build.
-
-    Checked once per filter on small random images (a few ms), so that a PIL that changed its pass order or
-    rounding (another version, a fork) falls back to resizing the whole padded canvas instead of being wrong.
-    """
+    """Whether `_resize_padded_wide` equals resizing the padded canvas with this filter on this PIL build,
+    checked once per filter on small random images (a few ms): a PIL that changed its pass order or rounding
+    (another version, a fork) falls back to resizing the whole padded canvas instead of being wrong."""
     if resample not in _TWO_PASS_FILTERS:
         return False
     rng = np.random.default_rng(0)
@@ -127,11 +103,9 @@ def _decode_strictly(image: PIL.Image.Image, name: str) -> PIL.Image.Image:
     if not (isinstance(image, PIL.ImageFile.ImageFile) and image.tile):
         return image  # already decoded (or never from a file)
     try:
-        if PIL.ImageFile.LOAD_TRUNCATED_IMAGES:
-            # Decode with the flag off so that truncation is an error; the caller's value is restored after.
+        if PIL.ImageFile.LOAD_TRUNCATED_IMAGES:  # decode with the flag off (truncation is an error), then restore it
             with _STRICT_LOAD_LOCK:
-                previous = PIL.ImageFile.LOAD_TRUNCATED_IMAGES
-                PIL.ImageFile.LOAD_TRUNCATED_IMAGES = False
+                previous, PIL.ImageFile.LOAD_TRUNCATED_IMAGES = PIL.ImageFile.LOAD_TRUNCATED_IMAGES, False
                 try:
                     image.load()
                 finally:
@@ -150,18 +124,13 @@ def load_image_file(path: str | os.PathLike) -> PIL.Image.Image:
     """Open and fully decode an image file, as the original code did (`Image.open(path)`, no EXIF rotation).
 
     A truncated or corrupt file raises `CorruptImageError` naming the file, even if some other library set
-    PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` (which makes PIL fill the missing rows silently). That
-    check switches the global flag off for the duration of the decode, under a lock.
-    """
+    PIL's `ImageFile.LOAD_TRUNCATED_IMAGES = True` (PIL would fill the missing rows silently): the global flag
+    is off for the duration of the decode, under a lock."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"Image file not found: {path!r}. Check the image root and the file name.")
-    return _open_strictly(
-        path,
-        path,
-        f"image file {path!r}",
-        "It is corrupt or not an image: re-download it, or remove it from the dataset.",
-    )
+    advice = "It is corrupt or not an image: re-download it, or remove it from the dataset."
+    return _open_strictly(path, path, f"image file {path!r}", advice)
 
 
 def load_image_bytes(data: bytes, name: str) -> PIL.Image.Image:
@@ -177,9 +146,7 @@ def load_image_url(url: str, timeout: float | None = URL_TIMEOUT) -> PIL.Image.I
     """Download an http(s) image and decode it strictly, as `load_image_file` does (no EXIF rotation).
 
     Errors name the URL: `FileNotFoundError` for HTTP 404/410, `ConnectionError` for any other failure to
-    download (HTTP error, unreachable host, timeout, cut-off transfer), `CorruptImageError` if the bytes are
-    not a complete image.
-    """
+    download (HTTP error, unreachable host, timeout, cut-off transfer), `CorruptImageError` for bad bytes."""
     request = urllib.request.Request(url, headers={"User-Agent": f"transformers/{transformers.__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -317,12 +284,9 @@ class ShareGPT4VImageProcessor(PilBackend):
     Inputs: PIL images, uint8 numpy arrays (HWC, HW or CHW), torch tensors (CHW or HWC; float in [0, 1]
     is scaled by 255 and rounded), file paths (`str` / `Path`), http(s) URLs, data URIs or base64 text (as
     transformers' `load_image` takes them), or (nested) lists of these.
-    Returns `pixel_values`: (N, 3, 336, 336) float32.
-
-    Example:
-        >>> processor = ShareGPT4VImageProcessor()
-        >>> processor("cat.jpg", return_tensors="pt")["pixel_values"].shape
-        torch.Size([1, 3, 336, 336])
+    Returns `pixel_values`: (N, 3, 336, 336) float32. For preprocessing elsewhere (DataLoader workers, a GPU),
+    `uint8_pixels(image)` gives one image before normalization and `uint8_normalization_table()` the lookup
+    that normalizes it to the same float32 values.
     """
 
     model_input_names = ["pixel_values"]
@@ -352,6 +316,19 @@ class ShareGPT4VImageProcessor(PilBackend):
     def background_color(image_mean: Iterable[float]) -> tuple[int, ...]:
         """Pad colour: the mean as integers, truncated as LLaVA does (CLIP mean -> (122, 116, 104))."""
         return tuple(int(x * 255) for x in image_mean)
+
+    def uint8_pixels(self, image: Any) -> np.ndarray:
+        """One image as (3, H, W) uint8 with this processor's settings: RGB, padded, resized and cropped, not
+        yet rescaled or normalized (`uint8_normalization_table()` maps these values to the processor's)."""
+        image = self.to_rgb_image(image, self.do_convert_rgb)
+        image = self.transform(image, self.do_pad, self.do_resize, self.size, self.resample, self.do_center_crop,
+                               self.crop_size, self.background_color(self.image_mean))  # fmt: skip
+        return np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+
+    def uint8_normalization_table(self) -> np.ndarray:
+        """`normalization_table` of this processor's rescale and normalize settings: (3, 256) float32."""
+        settings = (self.do_rescale, self.rescale_factor, self.do_normalize, self.image_mean, self.image_std)
+        return self.normalization_table(*settings)
 
     def _flatten(self, images: Any) -> list:
         """Nested lists / 4-D batches -> flat list of single images (path, PIL, array or tensor)."""
@@ -449,8 +426,7 @@ class ShareGPT4VImageProcessor(PilBackend):
         """Preprocess an image or a batch of images (see the class docstring)."""
         if args or set(kwargs) - {"return_tensors"}:
             return super().preprocess(images, *args, **kwargs)
-        # Only `return_tensors` given: use the instance's settings, standardized when it was built, without
-        # re-validating them on every call (a measurable share of a ~3 ms image).
+        # Only `return_tensors`: the instance's settings, not re-validated per call (a share of a ~3 ms image).
         settings = {name: getattr(self, name, None) for name in self._valid_kwargs_names}
         settings["return_tensors"] = kwargs.get("return_tensors")
         return self._preprocess_image_like_inputs(images, **settings)
@@ -519,11 +495,5 @@ class ShareGPT4VImageProcessor(PilBackend):
 
 ShareGPT4VImageProcessor.register_for_auto_class("AutoImageProcessor")
 
-__all__ = [
-    "CorruptImageError",
-    "ShareGPT4VImageProcessor",
-    "load_image_bytes",
-    "load_image_file",
-    "load_image_source",
-    "load_image_url",
-]
+__all__ = ["CorruptImageError", "ShareGPT4VImageProcessor"]
+__all__ += ["load_image_bytes", "load_image_file", "load_image_source", "load_image_url"]

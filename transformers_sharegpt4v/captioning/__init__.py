@@ -4,9 +4,13 @@
     summary = caption_images("path/to/captioner", "path/to/images", "captions/", preset="detailed")
     print(summary.line())
 
-Pieces: `loader` (sources and DataLoader workers), `engine` (batched generation with one prompt),
-`writer` (atomic parquet shards, run.json, errors.jsonl), `run` (`caption_images`, `export_to_json`),
-`cli` (`sharegpt4v caption`). The repetition-loop rule (shared with `sharegpt4v data stats`) is
+    # or with every option of `sharegpt4v caption` in one dataclass
+    from transformers_sharegpt4v.captioning import CaptionArguments
+    summary = caption_images(CaptionArguments(model="captioner", images="images/", output="captions/"))
+
+Pieces: `arguments` (`CaptionArguments`, the options), `loader` (sources and DataLoader workers), `engine`
+(batched generation with one prompt), `writer` (atomic parquet shards, run.json, errors.jsonl), `run`
+(`caption_images`), `export` (`export_to_json`), `cli` (`sharegpt4v caption`). The repetition-loop rule (shared with `sharegpt4v data stats`) is
 `transformers_sharegpt4v.degenerate`.
 """
 
@@ -22,11 +26,12 @@ _NAMES = {
     "GenerationSettings": "engine",
     "ImageSource": "loader",
     "list_source": "loader",
+    "CaptionArguments": "arguments",
     "CaptionSummary": "run",
-    "JSONExport": "run",
+    "JSONExport": "export",
     "caption_images": "run",
     "check_model_format": "run",
-    "export_to_json": "run",
+    "export_to_json": "export",
     "load_captioner": "run",
 }
 

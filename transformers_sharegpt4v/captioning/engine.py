@@ -34,18 +34,11 @@ from transformers.generation import CompileConfig
 
 from ..degenerate import degenerate_rows
 from ..errors import UsageError
+from .arguments import PRESETS
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PRESETS", "CaptionEngine", "GenerationSettings", "resolve_dtype"]
-
-# preset -> (prompt, default max_new_tokens)
-PRESETS: dict[str, tuple[str, int]] = {
-    # Share-Captioner's prompt and its max length (docs/reference.md, "Share-Captioner").
-    "detailed": ("Analyze the image in a comprehensive and detailed manner.", 500),
-    # One of LLaVA's brief-description prompts; 128 is the evaluation budget for short answers.
-    "short": ("Describe the image concisely.", 128),
-}
 
 
 @dataclass(frozen=True)
@@ -124,14 +117,8 @@ class CaptionEngine:
         self.prompt = prompt
         self.prompt_ids = self._prompt_ids(prompt).to(self.device)
         image_processor = processor.image_processor
-        if hasattr(image_processor, "normalization_table"):
-            table = image_processor.normalization_table(
-                image_processor.do_rescale,
-                image_processor.rescale_factor,
-                image_processor.do_normalize,
-                image_processor.image_mean,
-                image_processor.image_std,
-            )
+        if hasattr(image_processor, "uint8_normalization_table"):
+            table = image_processor.uint8_normalization_table()
             self._table = torch.from_numpy(table).to(self.device)  # (3, 256) float32
         else:
             self._table = None
@@ -164,7 +151,7 @@ class CaptionEngine:
         pixels = pixels.to(self.device, non_blocking=True)
         if not normalized:
             if self._table is None:
-                raise ValueError("uint8 pixels need an image processor with `normalization_table`.")
+                raise ValueError("uint8 pixels need an image processor with `uint8_normalization_table`.")
             channel = torch.arange(3, device=self.device).view(1, 3, 1, 1)
             pixels = self._table[channel, pixels.long()]
         return pixels.to(self.dtype)

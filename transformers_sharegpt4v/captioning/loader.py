@@ -283,18 +283,8 @@ class _ImageDataset(Dataset):
         self.source = source
         self.positions = list(positions)
         self.image_processor = image_processor
+        # ShareGPT4V's processor hands over uint8 pixels (the engine normalizes them on the device)
         self.fast = _is_sharegpt4v_processor(image_processor)
-        if self.fast:
-            ip = image_processor
-            self._transform_args = (
-                ip.do_pad,
-                ip.do_resize,
-                ip.size,
-                ip.resample,
-                ip.do_center_crop,
-                ip.crop_size,
-                ip.background_color(ip.image_mean),
-            )
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -311,9 +301,7 @@ class _ImageDataset(Dataset):
         try:
             image = decode_image(self._raw(position), key)
             if self.fast:
-                image = self.image_processor.to_rgb_image(image, self.image_processor.do_convert_rgb)
-                image = self.image_processor.transform(image, *self._transform_args)
-                return key, np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1)), None
+                return key, self.image_processor.uint8_pixels(image), None
             pixels = self.image_processor(images=image.convert("RGB"), return_tensors="np")["pixel_values"][0]
             return key, np.asarray(pixels, dtype=np.float32), None
         except Exception as error:  # noqa: BLE001 - any unreadable image is recorded, never fatal
@@ -322,7 +310,7 @@ class _ImageDataset(Dataset):
 
 
 def _is_sharegpt4v_processor(image_processor: Any) -> bool:
-    return all(hasattr(image_processor, name) for name in ("to_rgb_image", "transform", "normalization_table"))
+    return all(hasattr(image_processor, name) for name in ("uint8_pixels", "uint8_normalization_table"))
 
 
 def _collate(items: list[tuple[str, np.ndarray | None, str | None]]) -> CaptionBatch:

@@ -11,7 +11,7 @@ row with its key is in a shard, so no second file can disagree with the rows aft
 keeps one open shard; after every batch the shard is rewritten whole to a hidden temporary file in the same
 folder, flushed and fsynced, then `os.replace`d over the previous version. `os.replace` is atomic, so after
 a `kill -9` at any instant each shard is either its previous or its new version, never half-written, and
-the only thing lost is the batch being generated. A shard is closed at `shard_size` rows and a new one
+the only thing lost is the batch being generated. A shard is closed at `rows_per_shard` rows and a new one
 started; a re-run never appends to an old shard, it starts new ones after the highest existing number.
 Leftover temporary files (hidden, `.tmp` suffix) are never read and are removed on the next start.
 """
@@ -147,11 +147,11 @@ def rewrite_shard(path: Path, table: pa.Table) -> None:
 class ShardWriter:
     """Commits rows of one process to `OUT/data/train-{prefix}-{n:06d}.parquet`, one atomic rewrite per batch."""
 
-    def __init__(self, output: str | os.PathLike, prefix: str, shard_size: int = 1000) -> None:
+    def __init__(self, output: str | os.PathLike, prefix: str, rows_per_shard: int = 1000) -> None:
         self.folder = Path(output) / DATA_DIR
         self.folder.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix = f"train-{prefix}"
-        self.shard_size = shard_size
+        self.rows_per_shard = rows_per_shard
         for stale in self.folder.glob(f".{prefix}-*.tmp"):  # left by a killed run of this prefix
             stale.unlink(missing_ok=True)
         pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)\.parquet$")
@@ -167,7 +167,7 @@ class ShardWriter:
         batch = pa.record_batch(columns, schema=SCHEMA)
         if batch.num_rows == 0:
             return
-        if self._path is None or self._count >= self.shard_size:
+        if self._path is None or self._count >= self.rows_per_shard:
             self._path = self.folder / f"{self.prefix}-{self.next_number:06d}.parquet"
             self.next_number += 1
             self._rows, self._count = [], 0

@@ -1,37 +1,47 @@
 """`sharegpt4v convert SRC DST [--vision-tower VIT] [--to sharegpt4v|llava-hf] [--dtype ...]`.
 
-The options of `convert_checkpoint` (convert.py). This module imports nothing heavy, so that
+The options of `convert_checkpoint` (convert.py) as one dataclass. This module imports nothing heavy, so that
 `sharegpt4v convert --help` answers at once; the conversion code (torch, transformers) loads in `run`.
 """
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["ARGUMENTS", "ConvertArguments", "run"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", help="checkpoint folder or Hub id: released ShareGPT4V/LLaVA-1.5, llava-hf or plugin")
-    parser.add_argument("dst", help="output folder")
-    parser.add_argument(
-        "--vision-tower",
+@dataclass
+class ConvertArguments:
+    """`sharegpt4v convert`."""
+
+    src: str = field(
+        metadata={
+            "help": "checkpoint folder or Hub id: released ShareGPT4V/LLaVA-1.5, llava-hf or plugin",
+            "positional": True,
+        }
+    )
+    dst: str = field(metadata={"help": "output folder", "positional": True})
+    vision_tower: str | None = field(
         default=None,
-        metavar="VIT",
-        help="vision tower folder or Hub id for released checkpoints (default: the config's mm_vision_tower)",
+        metadata={
+            "help": "vision tower folder or Hub id for released checkpoints (default: the config's mm_vision_tower)",
+            "metavar": "VIT",
+        },
     )
-    parser.add_argument("--to", choices=["sharegpt4v", "llava-hf"], default="sharegpt4v", help="output format")
-    parser.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "float16", "bfloat16"],
+    to: str = field(default="sharegpt4v", metadata={"help": "output format", "choices": ["sharegpt4v", "llava-hf"]})
+    dtype: str = field(
         default="auto",
-        help="weights dtype (auto: keep)",
+        metadata={"help": "weights dtype (auto: keep)", "choices": ["auto", "float32", "float16", "bfloat16"]},
     )
-    parser.add_argument("--max-shard-size", default="5GB", help="largest safetensors shard (default 5GB)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    max_shard_size: str = field(default="5GB", metadata={"help": "largest safetensors shard (default 5GB)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a non-empty output folder"})
 
 
-def run(args: argparse.Namespace) -> int:
+ARGUMENTS = ConvertArguments
+
+
+def run(args: ConvertArguments) -> int:
     from .convert import convert_checkpoint
 
     dst = convert_checkpoint(

@@ -4,96 +4,103 @@ Light to import, and none of the actions imports torch (pyarrow, datasets and hu
 
     sharegpt4v data build --json share-captioner_coco_lcs_sam_1246k_1107.json --image-root data \\
         --output sharegpt4v-pt [--embed-images] [--push user/sharegpt4v-pt]
-    sharegpt4v data export sharegpt4v-pt --json roundtrip.json
-    sharegpt4v data stats sharegpt4v-pt
+    sharegpt4v data export sharegpt4v-pt --to-json roundtrip.json
+    sharegpt4v data stats sharegpt4v-pt [--report stats.json]
     sharegpt4v data push sharegpt4v-pt user/sharegpt4v-pt
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from ..arguments import Action
 from ..degenerate import MAX_PERIOD, MIN_REPEATS, MIN_SPAN
 from ..errors import MissingFileError, UsageError, looks_like_hub_id
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["ACTIONS", "BuildArguments", "ExportArguments", "PushArguments", "StatsArguments"]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    commands = parser.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+@dataclass
+class BuildArguments:
+    """`sharegpt4v data build`."""
 
-    build = commands.add_parser(
-        "build",
-        help="validate LLaVA/ShareGPT4V JSON corpora and write a dataset folder",
-        description="Validate LLaVA/ShareGPT4V JSON corpora (records and image files) and write a dataset folder "
-        "that `datasets.load_dataset(OUT)` and `trl sft` read: data/*.parquet, README.md (dataset card) and "
-        "report.json (counts) and skipped.jsonl (every skipped record, with its id and why). Bad records are skipped and reported; the "
-        "build fails, writing nothing, when no record at all is usable.",
+    json: list[str] = field(metadata={"help": "corpus JSON (repeatable)", "metavar": "FILE"})
+    image_root: str = field(metadata={"help": "folder holding coco/, sam/, llava/, ...", "metavar": "DIR"})
+    output: str = field(metadata={"help": "dataset folder to write", "metavar": "OUT"})
+    embed_images: bool = field(default=False, metadata={"help": "store image bytes in the shards"})
+    push: str | None = field(
+        default=None, metadata={"help": "then upload to this Hub dataset repo", "metavar": "REPO_ID"}
     )
-    build.add_argument("--json", action="append", required=True, metavar="FILE", help="corpus JSON (repeatable)")
-    build.add_argument("--image-root", required=True, metavar="DIR", help="folder holding coco/, sam/, llava/, ...")
-    build.add_argument("--output", required=True, metavar="OUT", help="dataset folder to write")
-    build.add_argument("--embed-images", action="store_true", help="store image bytes in the shards")
-    build.add_argument("--push", metavar="REPO_ID", help="then upload to this Hub dataset repo")
-    build.add_argument("--private", action="store_true", help="create the Hub repo private (with --push)")
-    build.add_argument("--num-workers", type=int, default=None, help="image-check processes (default: all cores)")
-    build.add_argument("--shard-size", type=int, default=500, metavar="MB", help="uncompressed MB per shard")
-    build.add_argument(
-        "--overwrite", action="store_true", help="replace data/, README.md, report.json, skipped.jsonl in OUT"
+    private: bool = field(default=False, metadata={"help": "create the Hub repo private (with --push)"})
+    num_workers: int | None = field(default=None, metadata={"help": "image-check processes (default: all cores)"})
+    shard_size_mb: int = field(
+        default=500, metadata={"help": "uncompressed MB per shard", "metavar": "MB", "deprecated": ["--shard-size"]}
+    )
+    overwrite: bool = field(
+        default=False, metadata={"help": "replace data/, README.md, report.json, skipped.jsonl in OUT"}
     )
 
-    _add_export_stats_push(commands)
+
+@dataclass
+class ExportArguments:
+    """`sharegpt4v data export`."""
+
+    dataset: str = field(metadata={"help": "dataset folder (or Hub repo id)", "metavar": "OUT", "positional": True})
+    to_json: str = field(metadata={"help": "JSON file to write", "metavar": "FILE", "deprecated": ["--json"]})
+    image_root: str | None = field(
+        default=None, metadata={"help": "data root (default: the one in OUT/report.json)", "metavar": "DIR"}
+    )
+    indent: int | None = field(default=None, metadata={"help": "indent the JSON (default: one record per line)"})
 
 
-def _add_export_stats_push(commands) -> None:
-    export = commands.add_parser(
-        "export",
-        help="write a built corpus back to the LLaVA JSON list",
-        description="Write the rows of a corpus built by `sharegpt4v data build` (folder or Hub dataset) back to "
-        "one LLaVA/ShareGPT4V JSON list, image paths relative to the data root.",
-    )
-    export.add_argument("dataset", metavar="OUT", help="dataset folder (or Hub repo id)")
-    export.add_argument("--json", required=True, metavar="FILE", help="JSON file to write")
-    export.add_argument("--image-root", metavar="DIR", help="data root (default: the one in OUT/report.json)")
-    export.add_argument("--indent", type=int, default=None, help="indent the JSON (default: one record per line)")
+@dataclass
+class StatsArguments:
+    """`sharegpt4v data stats`."""
 
-    stats = commands.add_parser(
-        "stats",
-        help="caption statistics and degenerate captions of a built corpus",
-        description="Characters and words per caption (mean, median, p95, max), vocabulary, distinct bigrams and "
-        "degenerate captions (a phrase repeated over and over) of a corpus built by `sharegpt4v data build` "
-        "(folder or Hub dataset) or of a `sharegpt4v caption` output folder.",
+    dataset: str = field(
+        metadata={"help": "dataset folder, caption folder or Hub repo id", "metavar": "OUT", "positional": True}
     )
-    stats.add_argument("dataset", metavar="OUT", help="dataset folder, caption folder or Hub repo id")
-    stats.add_argument("--show", type=int, default=20, help="degenerate captions to print (all go to --output)")
-    stats.add_argument("--output", metavar="FILE", help="write everything as JSON (default: OUT/stats.json)")
-    stats.add_argument(
-        "--min-repeats", type=int, default=MIN_REPEATS, help="degenerate rule: times in a row the phrase comes back"
+    show: int = field(default=20, metadata={"help": "degenerate captions to print (all go to --report)"})
+    report: str | None = field(
+        default=None,
+        metadata={
+            "help": "write everything as JSON to this file (default: OUT/stats.json)",
+            "metavar": "FILE",
+            "deprecated": ["--output"],
+        },
     )
-    stats.add_argument(
-        "--min-span", type=int, default=MIN_SPAN, help="degenerate rule: words and marks the loop covers, at least"
+    min_repeats: int = field(
+        default=MIN_REPEATS, metadata={"help": "degenerate rule: times in a row the phrase comes back"}
     )
-    stats.add_argument(
-        "--max-period", type=int, default=MAX_PERIOD, help="degenerate rule: words and marks per phrase, at most"
+    min_span: int = field(
+        default=MIN_SPAN, metadata={"help": "degenerate rule: words and marks the loop covers, at least"}
+    )
+    max_period: int = field(
+        default=MAX_PERIOD, metadata={"help": "degenerate rule: words and marks per phrase, at most"}
     )
 
-    push = commands.add_parser(
-        "push",
-        help="upload a built corpus (images embedded) to a Hub dataset repo",
-        description="Upload a folder built by `sharegpt4v data build` to a Hub dataset repo, with the image bytes "
-        "embedded in the shards, its dataset card and report.json.",
+
+@dataclass
+class PushArguments:
+    """`sharegpt4v data push`."""
+
+    dataset: str = field(
+        metadata={"help": "dataset folder from `sharegpt4v data build`", "metavar": "OUT", "positional": True}
     )
-    push.add_argument("dataset", metavar="OUT", help="dataset folder from `sharegpt4v data build`")
-    push.add_argument("repo_id", metavar="REPO_ID", help="Hub dataset repo, e.g. user/sharegpt4v-cap100k")
-    push.add_argument("--private", action="store_true", help="create the repo private")
-    push.add_argument("--token", default=None, help="Hub token (default: the logged-in one)")
+    repo_id: str = field(
+        metadata={"help": "Hub dataset repo, e.g. user/sharegpt4v-cap100k", "metavar": "REPO_ID", "positional": True}
+    )
+    private: bool = field(default=False, metadata={"help": "create the repo private"})
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: the logged-in one)"})
 
 
-def _build(args: argparse.Namespace) -> int:
+def _build(args: BuildArguments) -> int:
     from ..hub import hub_errors
     from .build import build_corpus
 
@@ -105,7 +112,7 @@ def _build(args: argparse.Namespace) -> int:
             args.output,
             embed_images=args.embed_images,
             num_workers=args.num_workers,
-            max_shard_bytes=args.shard_size * 2**20,
+            max_shard_bytes=args.shard_size_mb * 2**20,
             overwrite=args.overwrite,
             push_to_hub=args.push,
             private=args.private or None,
@@ -118,12 +125,12 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
+def _export(args: ExportArguments) -> int:
     from .export import export_corpus
 
     _check_dataset_argument(args.dataset, "export")
-    count = export_corpus(args.dataset, args.json, image_root=args.image_root, indent=args.indent)
-    print(f"{args.json}: {count:,} records exported from {args.dataset}")
+    count = export_corpus(args.dataset, args.to_json, image_root=args.image_root, indent=args.indent)
+    print(f"{args.to_json}: {count:,} records exported from {args.dataset}")
     return 0
 
 
@@ -160,7 +167,7 @@ def _check_dataset_argument(dataset: str, action: str) -> None:
         )
 
 
-def _stats(args: argparse.Namespace) -> int:
+def _stats(args: StatsArguments) -> int:
     from .stats import DegenerateRule, corpus_stats
 
     _check_dataset_argument(args.dataset, "stats")
@@ -172,8 +179,8 @@ def _stats(args: argparse.Namespace) -> int:
     rule = DegenerateRule(args.min_repeats, args.min_span, args.max_period)
     stats = corpus_stats(args.dataset, rule=rule)
     out = (
-        Path(args.output)
-        if args.output
+        Path(args.report)
+        if args.report
         else Path(args.dataset) / "stats.json"
         if Path(args.dataset).is_dir()
         else None
@@ -199,7 +206,7 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _push(args: argparse.Namespace) -> int:
+def _push(args: PushArguments) -> int:
     from ..hub import hub_errors
     from .hub import push_corpus
 
@@ -220,6 +227,44 @@ def _keep_datasets_off_torch() -> None:
     datasets.config.TORCH_AVAILABLE = False
 
 
-def run(args: argparse.Namespace) -> int:
-    _keep_datasets_off_torch()
-    return {"build": _build, "export": _export, "stats": _stats, "push": _push}[args.data_command](args)
+def _without_torch(action: Callable[[Any], int]) -> Callable[[Any], int]:
+    def run(args: Any) -> int:
+        _keep_datasets_off_torch()
+        return action(args)
+
+    return run
+
+
+ACTIONS = {
+    "build": Action(
+        BuildArguments,
+        _without_torch(_build),
+        "validate LLaVA/ShareGPT4V JSON corpora and write a dataset folder",
+        "Validate LLaVA/ShareGPT4V JSON corpora (records and image files) and write a dataset folder that "
+        "`datasets.load_dataset(OUT)` and `trl sft` read: data/*.parquet, README.md (dataset card) and "
+        "report.json (counts) and skipped.jsonl (every skipped record, with its id and why). Bad records are "
+        "skipped and reported; the build fails, writing nothing, when no record at all is usable.",
+    ),
+    "export": Action(
+        ExportArguments,
+        _without_torch(_export),
+        "write a built corpus back to the LLaVA JSON list",
+        "Write the rows of a corpus built by `sharegpt4v data build` (folder or Hub dataset) back to one "
+        "LLaVA/ShareGPT4V JSON list, image paths relative to the data root.",
+    ),
+    "stats": Action(
+        StatsArguments,
+        _without_torch(_stats),
+        "caption statistics and degenerate captions of a built corpus",
+        "Characters and words per caption (mean, median, p95, max), vocabulary, distinct bigrams and "
+        "degenerate captions (a phrase repeated over and over) of a corpus built by `sharegpt4v data build` "
+        "(folder or Hub dataset) or of a `sharegpt4v caption` output folder.",
+    ),
+    "push": Action(
+        PushArguments,
+        _without_torch(_push),
+        "upload a built corpus (images embedded) to a Hub dataset repo",
+        "Upload a folder built by `sharegpt4v data build` to a Hub dataset repo, with the image bytes embedded "
+        "in the shards, its dataset card and report.json.",
+    ),
+}

@@ -13,7 +13,6 @@ transformers to do so, which takes a few seconds).
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from pathlib import Path
@@ -45,15 +44,6 @@ stages and tiny CPU ones: examples/recipes/. Example:
 """
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    # Every argument goes to the recipe parser (TrlParser), which knows the keys; argparse would stop at the
-    # first `--key` it does not know. So this parser treats nothing as an option ('-' is not a prefix), and
-    # `--help` is answered by `run`.
-    parser.prefix_chars = "\0"
-    parser.usage = USAGE
-    parser.add_argument("argv", nargs=argparse.REMAINDER, help="--config RECIPE.yaml and --key value overrides")
-
-
 def print_all_keys() -> None:
     """The recipe parser's own help: every key of every dataclass, with `--config` said first."""
     from .recipe import make_parser
@@ -67,8 +57,10 @@ def print_all_keys() -> None:
     parser.print_help()
 
 
-def run(args: argparse.Namespace) -> int:
-    argv = list(args.argv or [])
+def run_argv(argv: list[str]) -> int:
+    """The whole argv goes to the recipe parser (TrlParser, see recipe.py), which knows every key; the
+    dispatcher's argparse would stop at the first `--key` it does not know."""
+    argv = list(argv)
     if argv and argv[0] in ("-h", "--help"):
         print(HELP, end="")
         return 0
