@@ -312,6 +312,16 @@ def test_options_are_one_dataclass_with_defaults_then_config_then_flags(tmp_path
     assert (args.dataset, args.to_json) == ("OUT", "x.json") and "use --to-json" in capsys.readouterr().err
     args = parse_arguments(StatsArguments, ["OUT", "--output", "s.json"], "sharegpt4v data stats")
     assert args.report == "s.json" and "use --report" in capsys.readouterr().err
+    # a list option: flags replace the file's list, as any flag replaces the file's value
+    from transformers_sharegpt4v.corpora.cli import BuildArguments
+
+    config.write_text("json: [a.json, b.json]\nimage_root: r\noutput: o\n")
+    args = parse_arguments(BuildArguments, ["--config", str(config)], "sharegpt4v data build")
+    assert args.json == ["a.json", "b.json"]
+    args = parse_arguments(BuildArguments, ["--config", str(config), "--json", "c.json"], "sharegpt4v data build")
+    assert args.json == ["c.json"]
+    args = parse_arguments(BuildArguments, "--json c.json --json d.json --image-root r --output o".split(), "b")
+    assert args.json == ["c.json", "d.json"]
 
 
 # ---------------------------------------------------------------------------------------------- caption

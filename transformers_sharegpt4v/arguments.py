@@ -82,7 +82,8 @@ def _add_field(parser: argparse.ArgumentParser, field: dataclasses.Field, hint: 
     else:
         options |= {"type": kind, "default": None if required else default}
         options |= {"required": required and not field.metadata.get("deprecated")}
-        options |= {"nargs": "+", "action": "extend"} if is_list else {}
+        if is_list:  # flags replace the default / file list instead of extending it (see parse_arguments)
+            options |= {"nargs": "+", "action": "extend", "default": None}
     action = parser.add_argument(name, dest=field.name, **options)
     for old in field.metadata.get("deprecated", ()):
         parser.add_argument(old, dest=field.name, action=_Deprecated, new=name, inner=action)
@@ -153,6 +154,9 @@ def parse_arguments(cls: type[T], argv: Sequence[str], prog: str, description: s
     parser = build_parser(cls, prog, description, defaults)
     namespace = vars(parser.parse_args(argv))
     namespace.pop("config", None)
+    for name, value in _list_defaults(cls, defaults).items():
+        if namespace.get(name) is None:
+            namespace[name] = value
     missing = [name for name, value in namespace.items() if value is None and name in _required(cls, defaults)]
     if missing:  # a required option with an old spelling is checked here, not by argparse
         parser.error("the following arguments are required: " + ", ".join("--" + m.replace("_", "-") for m in missing))
@@ -168,3 +172,19 @@ def _required(cls: type, defaults: dict[str, Any]) -> set[str]:
         and field.default_factory is dataclasses.MISSING
         and field.name not in defaults
     }
+
+
+def _list_defaults(cls: type, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The value each list field of `cls` takes when no flag gives it: the `--config` file's, else the default."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for field in dataclasses.fields(cls):
+        if not field.init or not _field_type(hints[field.name])[1]:
+            continue
+        if field.name in defaults:
+            values[field.name] = defaults[field.name]
+        elif field.default_factory is not dataclasses.MISSING:
+            values[field.name] = field.default_factory()
+        elif field.default is not dataclasses.MISSING:
+            values[field.name] = field.default
+    return values
