@@ -26,6 +26,7 @@ CODE_FILES = {
     "configuration_sharegpt4v.py",
     "modeling_sharegpt4v.py",
     "image_processing_sharegpt4v.py",
+    "tokenization_sharegpt4v.py",
     "processing_sharegpt4v.py",
 }
 

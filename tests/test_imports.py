@@ -1,5 +1,5 @@
-"""Every module of the package imports on its own, and corpora/ and captioning/ have no import cycle (also
-none hidden behind imports inside functions)."""
+"""Every module of the package imports on its own, and the package has no import cycle (also none hidden
+behind imports inside functions)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import transformers_sharegpt4v
 
 PACKAGE_DIR = Path(transformers_sharegpt4v.__file__).parent
 PACKAGE = "transformers_sharegpt4v"
-NO_CYCLES_IN = (f"{PACKAGE}.corpora", f"{PACKAGE}.captioning")
+NO_CYCLES_IN = (PACKAGE,)  # the whole package
 
 
 def _module_name(path: Path) -> str:
@@ -115,3 +115,18 @@ def test_every_module_imports_alone_in_a_fresh_interpreter(name):
     code = f"import importlib; importlib.import_module({name!r})"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_remote_code_unit_imports_only_itself_relatively():
+    """The files copied into every checkpoint (REMOTE_CODE_MODULES) import no other module of the package, and
+    each other only as `from .module import Name` (the one form transformers' remote code resolves)."""
+    unit = {f"{PACKAGE}.{module}" for module in transformers_sharegpt4v.REMOTE_CODE_MODULES}
+    graph = import_graph()
+    for name in sorted(unit):
+        assert graph[name] <= unit, f"{name} imports {sorted(graph[name] - unit)}"
+        for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and f"{PACKAGE}.{node.module}" in unit, ast.unparse(node)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                assert not (getattr(node, "module", None) or "").startswith(PACKAGE), ast.unparse(node)
+                assert not any(alias.name.startswith(PACKAGE) for alias in node.names), ast.unparse(node)

@@ -656,7 +656,9 @@ def test_save_pretrained_layout_and_auto_processor(processor, tmp_path):
     config = json.loads((tmp_path / "processor_config.json").read_text())
     assert config["auto_map"]["AutoProcessor"] == "processing_sharegpt4v.ShareGPT4VProcessor"
     assert config["image_seq_length"] == N and config["image_token"] == "<image>"
-    for name in ("processing_sharegpt4v.py", "image_processing_sharegpt4v.py", "chat_template.jinja"):
+    # the processor's module and every unit file it imports (tokenization_sharegpt4v.py) travel with it
+    code_files = ("processing_sharegpt4v.py", "tokenization_sharegpt4v.py", "image_processing_sharegpt4v.py")
+    for name in (*code_files, "chat_template.jinja"):
         assert (tmp_path / name).is_file(), name
     assert {p.name for p in (tmp_path / "additional_chat_templates").iterdir()} == {"vicuna_v1.jinja", "plain.jinja"}
     loaded = AutoProcessor.from_pretrained(tmp_path)

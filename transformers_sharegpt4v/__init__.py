@@ -31,6 +31,16 @@ _NAMES = {
 
 __all__ = sorted(_NAMES)
 
+# The remote-code unit (README.md, "Architecture"): copied into every plugin checkpoint, so that
+# `trust_remote_code=True` loads it without the plugin; they import only each other (`from .module import X`).
+REMOTE_CODE_MODULES = (
+    "configuration_sharegpt4v",
+    "modeling_sharegpt4v",
+    "image_processing_sharegpt4v",
+    "tokenization_sharegpt4v",
+    "processing_sharegpt4v",
+)
+
 
 def __getattr__(name: str) -> Any:
     if name not in _NAMES:
@@ -70,8 +80,8 @@ def register_auto_classes() -> None:
     AutoProcessor.register(ShareGPT4VConfig, ShareGPT4VProcessor, exist_ok=True)
 
 
-# The remote-code unit: registration imports these four, and nothing else of the package.
-_UNIT = tuple(f"{__name__}.{module}" for module in sorted(set(_NAMES.values())))
+# Registration imports the remote-code unit, and nothing else of the package.
+_UNIT = tuple(f"{__name__}.{module}" for module in REMOTE_CODE_MODULES)
 _state = {"registered": False, "registering": False}
 
 

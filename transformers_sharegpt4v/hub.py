@@ -19,11 +19,23 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from . import REMOTE_CODE_MODULES
 from .errors import MissingFileError, UsageError, looks_like_hub_id
+from .files import atomic_write
 
 WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin")
 
-PLUGIN_USAGE = """\
+# The lines both usage examples share: one image, the prompt through the chat template, greedy decoding.
+_GENERATE_EXAMPLE = """\
+messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "Describe this image in detail."}}]}}]
+prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+inputs = processor(images=Image.open("photo.jpg"), text=prompt, return_tensors="pt").to(model.device)
+output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
+print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+```"""
+
+PLUGIN_USAGE = (
+    """\
 ```python
 import torch
 from PIL import Image
@@ -33,19 +45,17 @@ repo = "{repo_id}"
 model = AutoModelForCausalLM.from_pretrained(repo, trust_remote_code=True, dtype=torch.bfloat16, device_map="auto")
 processor = AutoProcessor.from_pretrained(repo, trust_remote_code=True)
 
-messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "Describe this image in detail."}}]}}]
-prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-inputs = processor(images=Image.open("photo.jpg"), text=prompt, return_tensors="pt").to(model.device)
-output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
-print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-```
+"""
+    + _GENERATE_EXAMPLE
+    + """
 
-`trust_remote_code=True` runs the model code stored in this repository (`configuration_sharegpt4v.py`,
-`modeling_sharegpt4v.py`, `image_processing_sharegpt4v.py`, `processing_sharegpt4v.py`); read them first.
+`trust_remote_code=True` runs the model code stored in this repository ({code_files}); read them first.
 With the plugin installed (`pip install transformers-sharegpt4v`, then `import transformers_sharegpt4v`)
 the same classes load without remote code."""
+)
 
-LLAVA_USAGE = """\
+LLAVA_USAGE = (
+    """\
 ```python
 from PIL import Image
 from transformers import AutoProcessor, LlavaForConditionalGeneration
@@ -53,12 +63,9 @@ from transformers import AutoProcessor, LlavaForConditionalGeneration
 model = LlavaForConditionalGeneration.from_pretrained("{repo_id}", dtype="auto", device_map="auto")
 processor = AutoProcessor.from_pretrained("{repo_id}")
 
-messages = [{{"role": "user", "content": [{{"type": "image"}}, {{"type": "text", "text": "Describe this image in detail."}}]}}]
-prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-inputs = processor(images=Image.open("photo.jpg"), text=prompt, return_tensors="pt").to(model.device)
-output = model.generate(**inputs, max_new_tokens=512, do_sample=False)
-print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
-```
+"""
+    + _GENERATE_EXAMPLE
+    + """
 
 The chat template stored here (`vicuna_v1_llava_hf`) renders the vicuna_v1 prompt so that the processor's
 whole-string tokenization gives the token ids ShareGPT4V was trained on: it has no BOS (the tokenizer adds it)
@@ -69,6 +76,7 @@ Serve it with vLLM (`vllm serve {repo_id}`) or SGLang (`python -m sglang.launch_
 both read the llava-hf layout, this chat template and the image processor, which pads to a square with the mean
 colour (`do_pad=True`) as the original ShareGPT4V inference code does. vLLM's chat completions endpoint does not
 add BOS by default: send `"add_special_tokens": true` with each request."""
+)
 
 
 def read_license(folder: str | os.PathLike) -> str | None:
@@ -99,35 +107,55 @@ def write_model_card(
     `vision_tower`, `new_vocab_rows`); the license is `license`, else the source card's, else "other".
     `name` is the model's name in the title and examples (default: `repo_id`, else the folder name).
     """
-    from huggingface_hub import ModelCard, ModelCardData
+    from huggingface_hub import ModelCard
 
     folder = Path(folder)
     provenance = dict(provenance or {})
-    source = provenance.get("source")
     license = license or provenance.get("license") or "other"
     name = name or (repo_id.split("/")[-1] if repo_id else folder.name)
     repo_id = repo_id or f"<your-namespace>/{name}"
+    lines = _usage_section(name, to, repo_id) + _provenance_section(provenance, config) + _license_section(license)
+    card = ModelCard(f"---\n{_card_data(to, provenance, license).to_yaml()}\n---\n\n" + "\n".join(lines))
+    path = folder / "README.md"
+    with atomic_write(path, newline="") as handle:  # newline="": as `ModelCard.save` writes it
+        handle.write(str(card))
+    return path
+
+
+def _card_data(to: str, provenance: dict[str, Any], license: str) -> Any:
+    """The card's front matter: license, library, pipeline, tags, and the base model when it is a Hub id."""
+    from huggingface_hub import ModelCardData
+
     base_model = provenance.get("base_model") if "/" in str(provenance.get("base_model", "")) else None
-    data = ModelCardData(
+    return ModelCardData(
         license=license,
         library_name="transformers",
         pipeline_tag="image-text-to-text",
         tags=["sharegpt4v", "llava", "vision-language"] + (["custom_code"] if to == "sharegpt4v" else []),
         base_model=base_model,
     )
+
+
+def _usage_section(name: str, to: str, repo_id: str) -> list[str]:
+    """The title, what the checkpoint is, and how to use it (plugin: remote code; llava-hf: Llava classes)."""
     kind = "ShareGPT4V plugin checkpoint (remote code)" if to == "sharegpt4v" else "llava-hf checkpoint"
-    lines = [
+    code_files = ", ".join(f"`{module}.py`" for module in REMOTE_CODE_MODULES)
+    return [
         f"# {name}",
         "",
         f"A ShareGPT4V vision-language model (CLIP ViT-L/14-336 -> 2-layer GELU MLP -> LLaMA/Vicuna) as a {kind}.",
         "",
         "## Usage",
         "",
-        (PLUGIN_USAGE if to == "sharegpt4v" else LLAVA_USAGE).format(repo_id=repo_id),
-        "",
-        "## Provenance",
+        (PLUGIN_USAGE if to == "sharegpt4v" else LLAVA_USAGE).format(repo_id=repo_id, code_files=code_files),
         "",
     ]
+
+
+def _provenance_section(provenance: dict[str, Any], config: Any) -> list[str]:
+    """Where the weights come from: source and date, vision tower, model size, the rows added to the vocabulary."""
+    source = provenance.get("source")
+    lines = ["## Provenance", ""]
     if source:
         lines.append(
             f"- Converted from `{source}` ({provenance.get('source_format', 'unknown')} layout) with "
@@ -150,7 +178,11 @@ def write_model_card(
         )
     elif source:
         lines.append("- Weights are copied unchanged (same tensors, same values).")
-    lines += [
+    return lines
+
+
+def _license_section(license: str) -> list[str]:
+    return [
         "",
         "## License",
         "",
@@ -158,10 +190,6 @@ def write_model_card(
         "(ShareGPT4V / LLaVA-1.5 builds on LLaMA 2 / Vicuna: the Llama 2 Community License applies).",
         "",
     ]
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    path = folder / "README.md"
-    card.save(path)
-    return path
 
 
 def _auto_maps(value: Any) -> Iterator[dict[str, Any]]:
@@ -312,6 +340,16 @@ def check_model_argument(name: str, flag: str, what: str = "a checkpoint folder 
         ) from error
 
 
+def open_hub_repo(repo_id: str, repo_type: str, private: bool | None, token: str | None) -> tuple[Any, str]:
+    """An `HfApi` and the URL of the Hub repo `repo_id`, created if it does not exist. Pushes call it first, so
+    that no network, offline mode or no write access fail before anything is written or uploaded."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    return api, str(url)
+
+
 def push_checkpoint(
     folder: str | os.PathLike,
     repo_id: str,
@@ -326,13 +364,9 @@ def push_checkpoint(
 
     Writes a model card first when the folder has no README.md. Returns the URL of the commit.
     """
-    from huggingface_hub import HfApi
-
     folder = Path(folder)
     model_type = check_checkpoint_folder(folder)
-    api = HfApi(token=token)
-    # the repo first: no network, offline mode or no write access fail here, before the card is written
-    api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+    api, _ = open_hub_repo(repo_id, "model", private=private, token=token)  # before the card is written
     if not (folder / "README.md").is_file():
         write_model_card(
             folder, to="sharegpt4v" if model_type == "sharegpt4v" else "llava-hf", repo_id=repo_id, license=license
@@ -388,6 +422,7 @@ __all__ = [
     "check_model_argument",
     "explain_hub_error",
     "hub_errors",
+    "open_hub_repo",
     "push_checkpoint",
     "read_license",
     "remote_code_files",

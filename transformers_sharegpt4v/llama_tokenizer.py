@@ -23,6 +23,8 @@ from typing import Any
 from tokenizers.models import BPE
 from transformers import AutoTokenizer
 
+from .tokenization_sharegpt4v import IMAGE_TOKEN, SPIECE_UNDERLINE
+
 __all__ = [
     "after_special_split",
     "load_llama_tokenizer",
@@ -33,7 +35,6 @@ __all__ = [
 ]
 
 SENTENCEPIECE_FILE = "tokenizer.model"
-SPIECE_UNDERLINE = "▁"
 IMAGE_SENTINEL = -200  # the original code's id for the image position
 _SPECIALS = ("<s>", "</s>", "<unk>")  # the released tokenizer's special tokens (no <image>: the original splits)
 
@@ -144,7 +145,9 @@ def original_ids(model_file: str | Path, text: str, legacy: bool, specials: tupl
     return ids
 
 
-def original_prompt_ids(model_file: str | Path, prompt: str, legacy: bool, image_token: str = "<image>") -> list[int]:
+def original_prompt_ids(
+    model_file: str | Path, prompt: str, legacy: bool, image_token: str = IMAGE_TOKEN
+) -> list[int]:
     """The original `tokenizer_image_token`: the prompt split on `image_token`, each piece tokenized with BOS by
     `original_ids`, BOS kept on the first only, the sentinel `IMAGE_SENTINEL` (-200) between the pieces."""
     ids: list[int] = []

@@ -1,20 +1,12 @@
 """ShareGPT4V processor: LLaMA tokenizer + ShareGPT4V image processor, `<image>` -> 576 image tokens.
 
-Part of the remote-code unit: imports only numpy, transformers and `.image_processing_sharegpt4v`.
+Part of the remote-code unit: imports only numpy, transformers, `.image_processing_sharegpt4v` and
+`.tokenization_sharegpt4v`.
 
-Why the processor tokenizes text itself instead of calling the tokenizer on the whole prompt: the released
-ShareGPT4V models (and LLaVA-1.5) were trained on prompts tokenized in pieces. The original code splits the
-prompt on "<image>", tokenizes every piece on its own with the slow SentencePiece LLaMA tokenizer of
-transformers 4.31 (BOS kept only on the first piece) and puts the sentinel id -200 between the pieces. Every
-piece gets SentencePiece's dummy prefix "▁", and so does every stretch of text after a special token such as
-"</s>" when the tokenizer says `legacy: true`. So the prompt " USER: <image>\\nWhat" became [..., "▁USER", ":",
-"▁", -200, "▁", "<0x0A>", "What"]: a lone "▁" before and after the image. With `legacy: false` (the released
-ShareGPT4V, Vicuna and llava-hf tokenizers), 4.31 gave the text after a special token the dummy prefix and then
-removed it from its first piece ("</s>USER" -> "</s>", "US", "ER"; a piece missing from the vocabulary without
-its "▁" becomes <unk>). A fast tokenizer on the whole string gives different ids (no "▁" around "<image>", and
-after "</s>" either "▁USER" or "USER"). Here each piece is tokenized exactly like the original, following the
-tokenizer's `legacy` setting (`tokenizer_is_legacy`), and the sentinel is replaced by `image_seq_length` copies
-of the `<image>` token id. A chat template's leading "<s>" counts as the BOS the tokenizer adds, not as text.
+`tokenization_sharegpt4v` tokenizes each prompt exactly as the original ShareGPT4V / LLaVA-1.5 code did (in
+pieces split on "<image>", each with SentencePiece's dummy prefix; see there why) and expands every `<image>` to
+`image_seq_length` image tokens. This module adds the rest of a transformers processor around it: kwargs,
+image-safe truncation, padding, images, chat templates and labels.
 
 Chat templates (`chat_templates/*.jinja`, saved with the processor): "vicuna_v1" (the default; stage 2 and
 evaluation) and "plain" (stage-1 captions). Their `{% generation %}` spans make
@@ -23,8 +15,6 @@ for vicuna_v1 the answers and their closing "</s>" (BOS, system, every "USER: ..
 ignored); for plain the caption and its newline.
 """
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,27 +24,47 @@ from transformers.processing_utils import MultiModalData, ProcessingKwargs, Proc
 from transformers.utils import logging
 
 from .image_processing_sharegpt4v import ShareGPT4VImageProcessor
+from .tokenization_sharegpt4v import (
+    IMAGE_TOKEN,
+    ImageExpansion,
+    PieceTokenizer,
+    tokenize_like_original,
+    tokenizer_is_legacy,
+)
 
 logger = logging.get_logger(__name__)
 
-IGNORE_INDEX = -100
-SPIECE_UNDERLINE = "▁"
-_SMALL_BATCH = 64  # text pieces below which they are encoded one by one (see `_encode_pieces`)
+IGNORE_INDEX = -100  # the label of a position the loss ignores (PyTorch cross entropy's default)
+PAD_TOKEN = "<pad>"
+# llava-hf pads the vocabulary to a multiple of 64 (32000 + <image> + <pad> -> 32064): faster matmuls on GPUs.
+VOCAB_MULTIPLE = 64
 DEFAULT_CHAT_TEMPLATE = "vicuna_v1"
 CHAT_TEMPLATE_NAMES = ("vicuna_v1", "plain")
-_UNSUPPORTED_TEXT_KWARGS = ("text_pair", "text_target", "text_pair_target", "is_split_into_words", "stride")
+_UNSUPPORTED_TEXT_KWARGS = (
+    "text_pair",
+    "text_target",
+    "text_pair_target",
+    "is_split_into_words",
+    "stride",
+    "return_overflowing_tokens",
+    "sanitize_control_tokens",
+)
+
+
+def read_chat_template(name: str) -> str | None:
+    """The bundled chat template `chat_templates/{name}.jinja`, or None when it is not next to this module
+    (remote code loaded from a checkpoint, which carries its own templates in `chat_template.jinja` and
+    `additional_chat_templates/`)."""
+    path = Path(__file__).resolve().parent / "chat_templates" / f"{name}.jinja"
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def load_chat_templates() -> dict[str, str] | None:
-    """The bundled chat templates as `{"default": vicuna_v1, "vicuna_v1": ..., "plain": ...}`.
-
-    None when the template files are not next to this module (remote code loaded from a checkpoint, which
-    carries its own templates in `chat_template.jinja` and `chat_templates/`).
-    """
-    folder = Path(__file__).resolve().parent / "chat_templates"
-    if not all((folder / f"{name}.jinja").is_file() for name in CHAT_TEMPLATE_NAMES):
+    """The bundled chat templates as `{"default": vicuna_v1, "vicuna_v1": ..., "plain": ...}`, or None when they
+    are not next to this module (`read_chat_template`)."""
+    templates = {name: read_chat_template(name) for name in CHAT_TEMPLATE_NAMES}
+    if any(template is None for template in templates.values()):
         return None
-    templates = {name: (folder / f"{name}.jinja").read_text(encoding="utf-8") for name in CHAT_TEMPLATE_NAMES}
     return {"default": templates[DEFAULT_CHAT_TEMPLATE], **templates}
 
 
@@ -77,220 +87,11 @@ class ShareGPT4VProcessorKwargs(ProcessingKwargs, total=False):
     _defaults = {}
 
 
-def _metaspace_of(pre_tokenizer: dict | None) -> dict | None:
-    """The Metaspace pre-tokenizer inside a tokenizer.json pre-tokenizer spec, if any."""
-    if not pre_tokenizer:
-        return None
-    if pre_tokenizer.get("type") == "Metaspace":
-        return pre_tokenizer
-    for child in pre_tokenizer.get("pretokenizers") or []:
-        if child.get("type") == "Metaspace":
-            return child
-    return None
-
-
-def _sentencepiece_segment_encoder(tokenizer: Any) -> Any | None:
-    """A copy of the tokenizer's `tokenizers` backend that encodes text like the slow SentencePiece tokenizer.
-
-    SentencePiece prepends its dummy "▁" to every text it encodes (also one that starts with a space, and
-    every stretch after a special token, which the slow tokenizer encoded separately), then maps spaces to
-    "▁". The fast Metaspace pipeline skips the prefix after a special token and when the text starts with a
-    space. The copy gets SentencePiece's behaviour as normalizers (Prepend "▁", spaces -> "▁"), no
-    post-processor (no BOS/EOS), and the same model, vocabulary and added tokens. Returns None for a
-    tokenizer that is not SentencePiece-based (no Metaspace / Prepend("▁") step).
-    """
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is None:
-        return None
-    spec = json.loads(backend.to_str())
-    normalizer = spec.get("normalizer") or {}
-    normalizers = normalizer.get("normalizers", [normalizer] if normalizer else [])
-    metaspace = _metaspace_of(spec.get("pre_tokenizer"))
-    has_prepend = any(n.get("type") == "Prepend" for n in normalizers)
-    if metaspace is None and not has_prepend:
-        return None
-    replacement = metaspace["replacement"] if metaspace else "▁"
-    add_prefix = has_prepend or metaspace.get("prepend_scheme", "always") != "never"
-
-    def is_sentencepiece_step(n: dict) -> bool:
-        replaces_space = n.get("type") == "Replace" and n.get("pattern", {}).get("String") == " "
-        return n.get("type") == "Prepend" or replaces_space
-
-    kept = [n for n in normalizers if not is_sentencepiece_step(n)]
-    kept += [{"type": "Prepend", "prepend": replacement}] if add_prefix else []
-    kept += [{"type": "Replace", "pattern": {"String": " "}, "content": replacement}]
-    spec["normalizer"] = {"type": "Sequence", "normalizers": kept}
-    if metaspace is not None:
-        # Spaces are already "▁" and the prefix is added: keep only Metaspace's optional split into words.
-        metaspace.update(prepend_scheme="never")
-        if not metaspace.get("split", False) and spec["pre_tokenizer"] is metaspace:
-            spec["pre_tokenizer"] = None
-    spec["post_processor"] = None
-    return type(backend).from_str(json.dumps(spec))
-
-
-@dataclass(frozen=True)
-class _TokenizerSetup:
-    encoder: Any  # SentencePiece-style segment encoder (a `tokenizers.Tokenizer`), or None
-    prefix: list[int]  # ids the tokenizer adds before a text (BOS)
-    suffix: list[int]  # ... and after it
-    legacy: bool  # the tokenizer's `legacy` setting, as transformers 4.31 read it
-    added_ids: frozenset  # ids of the added tokens, on which the text is split before SentencePiece runs
-    vocab: dict
-    unk_id: int | None
-
-
-def tokenizer_is_legacy(tokenizer: Any) -> bool:
-    """The tokenizer's `legacy` setting as transformers 4.31 read it (None, i.e. unset, meant True).
-
-    The saved `tokenizer_config.json` says it; `tokenizer.legacy` is what transformers 5 loaded from it (a
-    LlamaTokenizer without the key defaults to False there; checkpoints saved by this plugin always have it).
-    """
-    legacy = getattr(tokenizer, "legacy", tokenizer.init_kwargs.get("legacy"))
-    return True if legacy is None else bool(legacy)
-
-
-def _strip_prefix_after_special(encoding: Any, text: str, setup: _TokenizerSetup) -> tuple[list, list]:
-    """Ids and offsets of a piece as transformers 4.31's slow LlamaTokenizer gave them with `legacy=False`.
-
-    That version split the text on added tokens and SentencePiece-encoded each stretch with its dummy prefix "▁";
-    for a stretch that follows an added token (and does not start with a space) it then removed the "▁" from the
-    stretch's first piece: "</s>USER" -> "</s>", "▁US", "ER" -> "</s>", "US", "ER". The stripped piece is looked up
-    as a string (a lone "▁" disappears; a piece missing from the vocabulary becomes <unk>). The encoding given
-    here has the prefix on every stretch (the legacy behaviour), so only that removal is left to do.
-    """
-    ids, tokens, offsets = encoding.ids, encoding.tokens, encoding.offsets
-    out_ids, out_offsets = [], []
-    for index, (token_id, token, offset) in enumerate(zip(ids, tokens, offsets, strict=True)):
-        follows_special = index > 0 and ids[index - 1] in setup.added_ids and token_id not in setup.added_ids
-        if follows_special and token.startswith(SPIECE_UNDERLINE):
-            if not text[offsets[index - 1][1] :].startswith(" "):
-                if len(token) == 1:
-                    continue
-                token_id = setup.vocab.get(token[1:], setup.unk_id)
-        out_ids.append(token_id)
-        out_offsets.append(tuple(offset))
-    return out_ids, out_offsets
-
-
 def _flatten_images(images: Any) -> list:
     """Flatten a (nested) list of images; a single image becomes a one-element list."""
     if isinstance(images, (list, tuple)):
         return [image for item in images for image in _flatten_images(item)]
     return [images]
-
-
-class _PieceTokenizer:
-    """Encodes text pieces like the original: SentencePiece per piece, the tokenizer's `legacy` rule after special
-    tokens. Holds the segment encoder built from the tokenizer (rebuilt when the tokenizer changes)."""
-
-    def __init__(self) -> None:
-        self._cache: tuple[Any, _TokenizerSetup] | None = None
-
-    def setup(self, tokenizer: Any) -> _TokenizerSetup:
-        """How this tokenizer encodes text pieces like the original (rebuilt when tokens are added).
-
-        The special ids are read from what the tokenizer does (`tokenizer("a")` vs. without special tokens), as
-        the original code did (it kept BOS if `tokenizer(chunk)` started with it): transformers 5 does not keep
-        `add_bos_token` across save/load, the backend's post-processor does.
-        """
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        key = (id(backend), len(tokenizer), None if backend is None else backend.post_processor.__repr__())
-        if self._cache is None or self._cache[0] != key:
-            with_special = tokenizer.encode("a", add_special_tokens=True)
-            plain = tokenizer.encode("a", add_special_tokens=False)
-            start = next(
-                (i for i in range(len(with_special) - len(plain) + 1) if with_special[i : i + len(plain)] == plain), 0
-            )
-            encoder = _sentencepiece_segment_encoder(tokenizer)
-            setup = _TokenizerSetup(
-                encoder=encoder,
-                prefix=with_special[:start],
-                suffix=with_special[start + len(plain) :],
-                legacy=tokenizer_is_legacy(tokenizer),
-                added_ids=frozenset(tokenizer.added_tokens_decoder),
-                vocab=encoder.get_vocab() if encoder is not None else {},
-                unk_id=tokenizer.unk_token_id,
-            )
-            self._cache = (key, setup)
-        return self._cache[1]
-
-    def encode(self, tokenizer: Any, pieces: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]:
-        """Token ids and character offsets of each text piece, each tokenized on its own without BOS/EOS."""
-        setup = self.setup(tokenizer)
-        if setup.encoder is not None:
-            # `encode_batch` wakes the tokenizers thread pool: 20x slower than plain `encode` for the few short
-            # pieces of one sample, and far worse on a loaded machine (training collators call this per sample).
-            if len(pieces) <= _SMALL_BATCH:
-                encodings = [setup.encoder.encode(piece, add_special_tokens=False) for piece in pieces]
-            else:
-                encodings = setup.encoder.encode_batch(pieces, add_special_tokens=False)
-            if setup.legacy:
-                return [(list(e.ids), [tuple(o) for o in e.offsets]) for e in encodings]
-            return [_strip_prefix_after_special(e, piece, setup) for e, piece in zip(encodings, pieces, strict=True)]
-        # Not a SentencePiece tokenizer: the original's "tokenizer(piece)" is the tokenizer on its own.
-        with_offsets = getattr(tokenizer, "backend", None) == "tokenizers"
-        out = tokenizer(pieces, add_special_tokens=False, return_offsets_mapping=with_offsets)
-        offsets = out["offset_mapping"] if with_offsets else [[(0, 0)] * len(ids) for ids in out["input_ids"]]
-        return [(list(ids), [tuple(o) for o in offs]) for ids, offs in zip(out["input_ids"], offsets, strict=True)]
-
-
-def _tokenize_texts(
-    processor: "ShareGPT4VProcessor", texts: list[str], add_special_tokens: bool
-) -> list[dict[str, Any]]:
-    """`ShareGPT4VProcessor.tokenize_like_original`."""
-    setup = processor._pieces.setup(processor.tokenizer)
-    prefix, suffix = setup.prefix, (setup.suffix if add_special_tokens else [])
-    if not setup.legacy and setup.encoder is not None:
-        # transformers 4.31 with legacy=False first turned every "▁" of the text into a space.
-        texts = [text.replace(SPIECE_UNDERLINE, " ") for text in texts]
-    prefix_text = "".join(processor.tokenizer.convert_ids_to_tokens(prefix))
-    # A text that starts with the prefix (a chat template's "<s>", tokenized with add_special_tokens=False by
-    # apply_chat_template) has it as the BOS the tokenizer adds, not as a special token inside the text (which
-    # would change the text after it, see legacy).
-    leads = [len(prefix_text) if prefix and text.startswith(prefix_text) else 0 for text in texts]
-    split = [text[lead:].split(processor.image_token) for text, lead in zip(texts, leads, strict=True)]
-    encoded = iter(processor._pieces.encode(processor.tokenizer, [piece for pieces in split for piece in pieces]))
-    width, n_tokens = len(processor.image_token), processor.image_seq_length
-    results = []
-    for lead, pieces in zip(leads, split, strict=True):
-        ids: list[int] = list(prefix) if lead or add_special_tokens else []
-        offsets: list[tuple[int, int]] = [(0, lead)] * len(ids)
-        image_spans, replacements = [], []
-        start, gain = lead, 0  # start of the piece in `text`; characters gained by the expansion so far
-        for index, piece in enumerate(pieces):
-            piece_ids, piece_offsets = next(encoded)
-            ids.extend(piece_ids)
-            offsets.extend((s + start + gain, e + start + gain) for s, e in piece_offsets)
-            start += len(piece)
-            if index == len(pieces) - 1:
-                break
-            new_start = start + gain
-            offsets.extend((new_start + j * width, new_start + (j + 1) * width) for j in range(n_tokens))
-            image_spans.append((len(ids), len(ids) + n_tokens))
-            ids.extend([processor.image_token_id] * n_tokens)
-            replacements.append(
-                {
-                    "type": "image",
-                    "span": (start, start + width),
-                    "new_span": (new_start, new_start + width * n_tokens),
-                    "text": processor.image_token,
-                    "replacement": processor.image_token * n_tokens,
-                }
-            )
-            start += width
-            gain += width * (n_tokens - 1)
-        ids.extend(suffix)
-        offsets.extend([(start + gain, start + gain)] * len(suffix))
-        results.append(
-            {
-                "input_ids": ids,
-                "offset_mapping": offsets,
-                "image_spans": image_spans,
-                "text_replacement_offsets": replacements,
-            }
-        )
-    return results
 
 
 def _truncation_length(sample: dict[str, Any], max_length: int, count_image_as_one: bool) -> int:
@@ -408,6 +209,32 @@ def _truncate(samples: list[dict[str, Any]], text_kwargs: dict[str, Any], tokeni
     return max_length
 
 
+def _refuse_unsupported(text_kwargs: dict[str, Any]) -> None:
+    for key in _UNSUPPORTED_TEXT_KWARGS:
+        if text_kwargs.get(key):
+            raise ValueError(f"ShareGPT4VProcessor does not support `{key}`.")
+
+
+def _truncate_and_pad(samples: list[dict[str, Any]], text_kwargs: dict[str, Any], tokenizer: Any) -> None:
+    """Truncate and pad the samples in place as `text_kwargs` ask; refuse ragged samples for tensors."""
+    max_length = _truncate(samples, text_kwargs, tokenizer)
+    padding = text_kwargs.get("padding", False)
+    if padding not in (None, False, "do_not_pad"):
+        _pad(
+            samples,
+            padding,
+            max_length,
+            text_kwargs.get("pad_to_multiple_of"),
+            text_kwargs.get("padding_side") or tokenizer.padding_side,
+            tokenizer.pad_token_id,
+        )
+    if text_kwargs.get("return_tensors") is not None and len({len(s["input_ids"]) for s in samples}) > 1:
+        raise ValueError(
+            "The samples have different lengths; pass `padding=True` to return tensors "
+            f"(lengths: {[len(s['input_ids']) for s in samples]})."
+        )
+
+
 def _texts_of(text: Any) -> list[str]:
     """`text` of `__call__` as a list of strings, or a ValueError saying what is wrong."""
     if text is None:
@@ -453,7 +280,7 @@ class ShareGPT4VProcessor(ProcessorMixin):
         image_processor=None,
         tokenizer=None,
         chat_template=None,
-        image_token: str = "<image>",
+        image_token: str = IMAGE_TOKEN,
         image_seq_length: int = 576,
     ):
         if chat_template is None:
@@ -471,16 +298,16 @@ class ShareGPT4VProcessor(ProcessorMixin):
                 "`len(tokenizer)` (llava-hf checkpoints already have it: id 32000)."
             )
         self.image_token_id = image_token_id
-        self._pieces = _PieceTokenizer()
+        self._pieces = PieceTokenizer()
 
     # ------------------------------------------------------------------ construction helpers
 
     @staticmethod
-    def prepare_tokenizer(tokenizer: Any, image_token: str = "<image>", pad_token: str = "<pad>") -> int:
+    def prepare_tokenizer(tokenizer: Any, image_token: str = IMAGE_TOKEN, pad_token: str = PAD_TOKEN) -> int:
         """Add the image token, and a pad token if there is none, as special tokens (as llava-hf does).
 
         For the LLaMA vocabulary this gives `<image>` = 32000 and `<pad>` = 32001. Returns the number of tokens
-        added; resize the model's embeddings to `len(tokenizer)` afterwards (a multiple of 64 is customary).
+        added; resize the model's embeddings to `len(tokenizer)` afterwards (a multiple of `VOCAB_MULTIPLE`).
         """
         added = 0
         if image_token not in tokenizer.get_vocab():
@@ -531,7 +358,8 @@ class ShareGPT4VProcessor(ProcessorMixin):
         With `add_special_tokens`, the tokens the tokenizer adds around a text (BOS for LLaMA) are added, except a
         prefix the text already starts with (a chat template's "<s>"), so BOS is never doubled.
         """
-        return _tokenize_texts(self, texts, add_special_tokens)
+        image = ImageExpansion(self.image_token, self.image_token_id, self.image_seq_length)
+        return tokenize_like_original(self._pieces, self.tokenizer, texts, image, add_special_tokens)
 
     def __call__(self, images: Any = None, text: str | list[str] | None = None, **kwargs: Any) -> BatchFeature:
         """Tokenize `text` like the original ShareGPT4V code and preprocess `images`.
@@ -553,40 +381,24 @@ class ShareGPT4VProcessor(ProcessorMixin):
         merged = self._merge_kwargs(
             ShareGPT4VProcessorKwargs, tokenizer_init_kwargs=self.tokenizer.init_kwargs, **kwargs
         )
-        text_kwargs = merged["text_kwargs"]
-        for key in _UNSUPPORTED_TEXT_KWARGS + ("return_overflowing_tokens", "sanitize_control_tokens"):
-            if text_kwargs.get(key):
-                raise ValueError(f"ShareGPT4VProcessor does not support `{key}`.")
+        _refuse_unsupported(merged["text_kwargs"])
         flat_images = _check_image_counts(texts, images, self.image_token)
+        samples = self._tokenize(texts, merged["text_kwargs"])
+        data = self._text_outputs(samples, merged)
+        if flat_images:
+            data.update(self.image_processor(flat_images, **merged["images_kwargs"]))
+        return_tensors = merged["text_kwargs"].get("return_tensors")
+        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
 
+    def _tokenize(self, texts: list[str], text_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        """The one step that differs from transformers' processors: `tokenize_like_original`, then the
+        truncation (never cutting an image) and padding the kwargs ask for."""
         add_special_tokens = text_kwargs.get("add_special_tokens") is not False  # None means the default, True
         samples = self.tokenize_like_original(texts, add_special_tokens=add_special_tokens)
         for sample in samples:
             sample["attention_mask"] = [1] * len(sample["input_ids"])
-
-        max_length = _truncate(samples, text_kwargs, self.tokenizer)
-
-        padding = text_kwargs.get("padding", False)
-        if padding not in (None, False, "do_not_pad"):
-            _pad(
-                samples,
-                padding,
-                max_length,
-                text_kwargs.get("pad_to_multiple_of"),
-                text_kwargs.get("padding_side") or self.tokenizer.padding_side,
-                self.tokenizer.pad_token_id,
-            )
-        return_tensors = text_kwargs.get("return_tensors")
-        if return_tensors is not None and len({len(s["input_ids"]) for s in samples}) > 1:
-            raise ValueError(
-                "The samples have different lengths; pass `padding=True` to return tensors "
-                f"(lengths: {[len(s['input_ids']) for s in samples]})."
-            )
-
-        data = self._text_outputs(samples, merged)
-        if flat_images:
-            data.update(self.image_processor(flat_images, **merged["images_kwargs"]))
-        return BatchFeature(data, tensor_type=return_tensors, skip_tensor_conversion=self.skip_tensor_conversion)
+        _truncate_and_pad(samples, text_kwargs, self.tokenizer)
+        return samples
 
     def _text_outputs(self, samples: list[dict[str, Any]], merged: dict[str, Any]) -> dict[str, Any]:
         """The text fields of `__call__`'s output that the kwargs ask for."""
@@ -646,4 +458,13 @@ class ShareGPT4VProcessor(ProcessorMixin):
 
 ShareGPT4VProcessor.register_for_auto_class("AutoProcessor")
 
-__all__ = ["ShareGPT4VProcessor", "IGNORE_INDEX", "load_chat_templates"]
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN",
+    "PAD_TOKEN",
+    "VOCAB_MULTIPLE",
+    "ShareGPT4VProcessor",
+    "load_chat_templates",
+    "read_chat_template",
+    "tokenizer_is_legacy",
+]

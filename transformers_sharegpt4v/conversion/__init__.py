@@ -44,8 +44,9 @@ importing `cli.py` does not load torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_attributes, lazy_dir, names_by_module
 
 if TYPE_CHECKING:
     from .convert import convert_checkpoint
@@ -59,15 +60,15 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "list_weight_files",
         "open_weight_file",
         "write_safetensors_streaming",
-        "_DTYPES",
         "_SAFETENSORS_DTYPE",
         "_SafetensorsShard",
         "_tensor_nbytes",
-        "_resolve_dtype",
     ),
     "keys": (
         "DROP",
+        "PROJECTOR_LAYERS",
         "CLIP_VISION_MODULES",
+        "projector_key",
         "rename_original_llm_key",
         "rename_vision_tower_key",
         "rename_llava_key",
@@ -87,8 +88,6 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "expected_weights",
     ),
     "tokenizer": (
-        "IMAGE_TOKEN",
-        "PAD_TOKEN",
         "check_whole_string_template",
         "_shipped_chat_template",
         "_default_template",
@@ -116,17 +115,9 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "_save_processor",
     ),
 }
-_NAMES = {name: module for module, names in _MODULES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f".{_NAMES[name]}", __name__), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_NAMES))
+_NAMES = names_by_module({f".{module}": names for module, names in _MODULES.items()})
+__getattr__ = lazy_attributes(__name__, _NAMES)
+__dir__ = lazy_dir(__name__, _NAMES)
 
 
 __all__ = [

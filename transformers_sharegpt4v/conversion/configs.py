@@ -13,9 +13,8 @@ from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 from ..configuration_sharegpt4v import ShareGPT4VConfig
 from ..errors import UsageError
 from ..modeling_sharegpt4v import ShareGPT4VForCausalLM
+from ..processing_sharegpt4v import VOCAB_MULTIPLE
 from .sources import read_config
-
-VOCAB_MULTIPLE = 64
 
 # The projector of LLaVA-1.5 / ShareGPT4V: Linear -> GELU -> Linear (`mlp2x_gelu`, docs/reference.md "Architecture").
 SUPPORTED_PROJECTOR = "mlp2x_gelu"
@@ -122,8 +121,8 @@ def plugin_config_from_llava(config: dict[str, Any], folder: Path) -> ShareGPT4V
     return ShareGPT4VConfig(
         vision_config=dict(config["vision_config"]),
         text_config=text_config,
-        image_token_id=config.get("image_token_id", config.get("image_token_index", 32000)),
-        image_seq_length=config.get("image_seq_length", 576),
+        image_token_id=config.get("image_token_id", config.get("image_token_index", ShareGPT4VConfig.image_token_id)),
+        image_seq_length=config.get("image_seq_length", ShareGPT4VConfig.image_seq_length),
         projector_hidden_act=config.get("projector_hidden_act", "gelu"),
         vision_feature_select_strategy=config.get("vision_feature_select_strategy", "default"),
         vision_feature_layer=layer,

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import torch
 from transformers.utils.hub import convert_file_size_to_int
 
+from .. import REMOTE_CODE_MODULES
+from ..dtypes import parse_dtype
 from ..errors import UsageError
 from ..hub import read_license, write_model_card
 from ..image_processing_sharegpt4v import ShareGPT4VImageProcessor
@@ -23,19 +25,13 @@ from .llava_hf import llava_hf_config, save_llava_hf_processor
 from .plan import _check_keys, _Plan, _plan_llava, _plan_original
 from .sources import detect_source_format, read_config, resolve_checkpoint
 from .stream import _first_llm_dtype, _stream_weights
-from .weights import _resolve_dtype
 
 logger = logging.getLogger(__name__)
 
 TargetFormat = Literal["sharegpt4v", "llava-hf"]
 
 # The remote-code unit (README.md, "Architecture"): copied into every plugin checkpoint.
-REMOTE_CODE_FILES = (
-    "configuration_sharegpt4v.py",
-    "modeling_sharegpt4v.py",
-    "image_processing_sharegpt4v.py",
-    "processing_sharegpt4v.py",
-)
+REMOTE_CODE_FILES = tuple(f"{module}.py" for module in REMOTE_CODE_MODULES)
 DEFAULT_MAX_SHARD_SIZE = 5 * 1024**3
 
 
@@ -76,7 +72,7 @@ def convert_checkpoint(
 
     expected = expected_weights(plan.config)
     _check_keys(plan, expected)
-    target_dtype = _resolve_dtype(dtype)
+    target_dtype = parse_dtype(dtype)
     stored_dtype = target_dtype or _first_llm_dtype(plan)
     if target_dtype is None and kind == "original":
         target_dtype = stored_dtype  # one dtype for LLM and vision tower, as the original code runs them

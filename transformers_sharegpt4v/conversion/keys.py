@@ -9,6 +9,18 @@ import re
 from ..errors import UsageError
 
 DROP = None  # a rename result meaning "known, not a model weight" (e.g. rotary inv_freq buffers)
+# LLaVA-1.5's `mlp2x_gelu` projector is nn.Sequential(Linear, GELU, Linear): its layers 0 and 2 are Llava's
+# `linear_1` and `linear_2`.
+PROJECTOR_LAYERS = {"0": "linear_1", "2": "linear_2"}
+
+
+def projector_key(key: str) -> str | None:
+    """`linear_{1,2}.{weight,bias}` for a projector weight saved by LLaVA-1.5 (`[...]mm_projector.{0,2}.*`) or
+    by Llava (`[...]multi_modal_projector.linear_{1,2}.*`, or without prefix); None for any other key."""
+    tail = key.split("mm_projector.")[-1] if "mm_projector." in key else key.split("multi_modal_projector.")[-1]
+    index, _, kind = tail.partition(".")
+    layer = PROJECTOR_LAYERS.get(index, index if index in PROJECTOR_LAYERS.values() else None)
+    return None if layer is None or kind not in ("weight", "bias") else f"{layer}.{kind}"
 
 
 def rename_original_llm_key(key: str) -> str | None:
@@ -17,7 +29,7 @@ def rename_original_llm_key(key: str) -> str | None:
         return DROP
     projector = re.fullmatch(r"model\.mm_projector\.(\d+)\.(weight|bias)", key)
     if projector:
-        index = {"0": "linear_1", "2": "linear_2"}.get(projector.group(1))
+        index = PROJECTOR_LAYERS.get(projector.group(1))
         if index is None:
             raise UsageError(
                 f"weight {key!r}: mm_projector layer {projector.group(1)} is not part of a 'mlp2x_gelu' projector "

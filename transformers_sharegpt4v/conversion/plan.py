@@ -15,6 +15,7 @@ from transformers import AddedToken, AutoProcessor, GenerationConfig, LlamaConfi
 from ..configuration_sharegpt4v import ShareGPT4VConfig
 from ..errors import UsageError
 from ..llama_tokenizer import SENTENCEPIECE_FILE, load_llama_tokenizer
+from ..processing_sharegpt4v import IMAGE_TOKEN, PAD_TOKEN
 from .configs import (
     SELECT_FEATURE,
     check_original_config,
@@ -25,7 +26,6 @@ from .configs import (
 )
 from .keys import DROP, rename_llava_key, rename_original_llm_key, rename_vision_tower_key
 from .sources import resolve_checkpoint
-from .tokenizer import IMAGE_TOKEN, PAD_TOKEN
 from .weights import list_weight_files
 
 

@@ -12,18 +12,23 @@ from typing import Any
 from ..configuration_sharegpt4v import ShareGPT4VConfig
 from ..image_processing_sharegpt4v import ShareGPT4VImageProcessor
 from ..llama_tokenizer import IMAGE_SENTINEL, after_special_split, original_prompt_ids
-from ..processing_sharegpt4v import ShareGPT4VProcessor, tokenizer_is_legacy
-
-IMAGE_TOKEN = "<image>"
-PAD_TOKEN = "<pad>"
+from ..processing_sharegpt4v import (
+    IMAGE_TOKEN,
+    ShareGPT4VProcessor,
+    read_chat_template,
+    tokenizer_is_legacy,
+)
 
 
 def _shipped_chat_template(name: str) -> str:
     """A chat template shipped with the package (chat_templates/{name}.jinja)."""
-    path = Path(__file__).parent.with_name("chat_templates") / f"{name}.jinja"
-    if not path.is_file():
-        raise ValueError(f"{path} is missing: reinstall transformers-sharegpt4v (the package data is incomplete).")
-    return path.read_text(encoding="utf-8")
+    template = read_chat_template(name)
+    if template is None:
+        raise ValueError(
+            f"chat_templates/{name}.jinja is missing: reinstall transformers-sharegpt4v (the package data is "
+            "incomplete)."
+        )
+    return template
 
 
 def _default_template(chat_template: str | dict[str, str]) -> str | None:

@@ -17,14 +17,6 @@ from safetensors import safe_open
 
 from ..errors import UsageError
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
 # safetensors header names of the dtypes a checkpoint may hold.
 _SAFETENSORS_DTYPE = {
     torch.float64: "F64",
@@ -141,13 +133,3 @@ def write_safetensors_streaming(
                 raise RuntimeError(f"internal error: {name} produced {tuple(tensor.shape)} {tensor.dtype}")
             handle.write(memoryview(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()))
             del tensor
-
-
-def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
-    if dtype is None or dtype == "auto":
-        return None
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    if dtype not in _DTYPES:
-        raise UsageError(f"dtype {dtype!r} is not one of auto, {', '.join(sorted(_DTYPES))}.")
-    return _DTYPES[dtype]

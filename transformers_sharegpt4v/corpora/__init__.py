@@ -8,42 +8,25 @@
 The command line is `sharegpt4v data build|export|stats|push` (corpora/cli.py).
 """
 
-from .._lazy import lazy_attributes
+from .._lazy import lazy_attributes, names_by_module
+from .records import __all__ as _RECORD_NAMES  # a light module (standard library only)
 
 # Names load on first use (pyarrow, datasets, huggingface_hub come with them): `sharegpt4v data --help` and the
 # light modules of this package (cli.py) cost nothing to import.
-_NAMES = {
-    "BuildResult": "build",
-    "build_corpus": "build",
-    "corpus_features": "layout",
-    "read_report": "layout",
-    "export_corpus": "export",
-    "iter_corpus_rows": "export",
-    "load_corpus": "export",
-    "record_from_row": "export",
-    "push_corpus": "hub",
-    "ImageChecker": "images",
-    "check_image_file": "images",
-    "JSONListReader": "reader",
-    "MalformedRecord": "reader",
-    "iter_json_records": "reader",
-    "IMAGE_TAG": "records",
-    "SKIP_REASONS": "records",
-    "InvalidRecord": "records",
-    "Record": "records",
-    "check_record": "records",
-    "conversations_to_messages": "records",
-    "messages_to_conversations": "records",
-    "parse_record": "records",
-    "source_of": "records",
-    "CaptionStats": "stats",
-    "DegenerateRule": "stats",
-    "corpus_stats": "stats",
-    "find_repetition": "stats",
-    "words_of": "stats",
-}
+_NAMES = names_by_module(
+    {
+        ".build": ("BuildResult", "build_corpus"),
+        ".layout": ("corpus_features", "read_report"),
+        ".export": ("export_corpus", "iter_corpus_rows", "load_corpus", "record_from_row"),
+        ".hub": ("push_corpus",),
+        ".images": ("ImageChecker", "check_image_file"),
+        ".reader": ("JSONListReader", "MalformedRecord"),
+        ".records": _RECORD_NAMES,  # every public name of records.py
+        ".stats": ("CaptionStats", "DegenerateRule", "corpus_stats", "find_repetition", "words_of"),
+    }
+)
 
 __all__ = sorted(_NAMES)
 
 
-__getattr__ = lazy_attributes(__name__, {name: "." + module for name, module in _NAMES.items()})
+__getattr__ = lazy_attributes(__name__, _NAMES)

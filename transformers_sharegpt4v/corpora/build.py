@@ -14,6 +14,7 @@ build that fails (bad input, Ctrl-C, a crash) leaves OUT as it was, so the same 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -21,7 +22,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,22 @@ def _check_json_list(path: str | os.PathLike) -> None:
         next(elements, None)
     finally:
         elements.close()
+
+
+@contextlib.contextmanager
+def _staging_beside(final: Path) -> Iterator[Path]:
+    """A hidden temporary folder beside `final` to build into; on an error (or Ctrl-C) it is removed, with the
+    folders made for it, so that nothing is left behind."""
+    created = _first_missing_ancestor(final.parent)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
 
 
 def _first_missing_ancestor(path: Path) -> Path | None:
@@ -314,20 +331,34 @@ def _check_inputs(json_files, image_root, output_dir: Path, overwrite: bool) -> 
     return json_files
 
 
-def _build_into(staging: Path, json_files: list, image_root, command: str, started: float, **options: Any):
+@dataclass(frozen=True)
+class _Settings:
+    """How `build_corpus` builds (its keyword arguments of the same names)."""
+
+    embed_images: bool
+    num_workers: int | None
+    max_shard_bytes: int
+    batch_size: int
+    progress: bool
+    require_records: bool
+
+
+def _build_into(
+    staging: Path, json_files: list, image_root: str | os.PathLike, command: str, started: float, settings: _Settings
+) -> tuple[list[str], dict[str, Any]]:
     """Read, check and write every record into `staging` (shards, skipped.jsonl, report.json, card);
     returns (shard names, report)."""
     (staging / DATA_DIR).mkdir()
     total_bytes = sum(Path(path).stat().st_size for path in json_files)
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not options["progress"])
-    with frozen_gc(), ImageChecker(image_root, options["num_workers"]) as checker:
-        builder = _Builder(staging, checker, options["embed_images"], options["max_shard_bytes"])
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="build corpus", disable=not settings.progress)
+    with frozen_gc(), ImageChecker(image_root, settings.num_workers) as checker:
+        builder = _Builder(staging, checker, settings.embed_images, settings.max_shard_bytes)
         try:
             for json_file in json_files:
-                builder.read(json_file, options["batch_size"], bar)
+                builder.read(json_file, settings.batch_size, bar)
             shards = builder.writer.close()
             bar.close()
-            if options["require_records"] and builder.writer.rows_written == 0:
+            if settings.require_records and builder.writer.rows_written == 0:
                 raise _nothing_usable(json_files, builder, image_root)
             report = builder.report(command, shards, time.perf_counter() - started)
             _write_report(staging / REPORT_FILE, report)
@@ -370,30 +401,11 @@ def build_corpus(
     output_dir = Path(output_dir)
     json_files = _check_inputs(json_files, image_root, output_dir, overwrite)
     command = command or _default_command(json_files, image_root, output_dir, embed_images, push_to_hub)
+    settings = _Settings(embed_images, num_workers, max_shard_bytes, batch_size, progress, require_records)
     final = output_dir.resolve()  # `.` has no name to put beside it
-    created = _first_missing_ancestor(final.parent)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.build-", dir=final.parent))
-    try:
-        shards, report = _build_into(
-            staging,
-            json_files,
-            image_root,
-            command,
-            started,
-            embed_images=embed_images,
-            num_workers=num_workers,
-            max_shard_bytes=max_shard_bytes,
-            batch_size=batch_size,
-            progress=progress,
-            require_records=require_records,
-        )
+    with _staging_beside(final) as staging:
+        _, report = _build_into(staging, json_files, image_root, command, started, settings)
         _commit(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if created is not None:
-            shutil.rmtree(created, ignore_errors=True)
-        raise
     result = BuildResult.from_report(output_dir, report)
     if push_to_hub:
         hub.push_corpus(output_dir, push_to_hub, private=private)

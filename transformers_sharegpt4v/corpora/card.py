@@ -9,6 +9,7 @@ from typing import Any
 
 from huggingface_hub import DatasetCard, DatasetCardData
 
+from ..files import atomic_write
 from .layout import corpus_features
 
 __all__ = ["render_dataset_card", "write_dataset_card"]
@@ -120,5 +121,6 @@ def render_dataset_card(report: dict[str, Any], embedded: bool | None = None, re
 
 def write_dataset_card(folder: str | os.PathLike, report: dict[str, Any], **kwargs: Any) -> Path:
     path = Path(folder) / "README.md"
-    path.write_text(render_dataset_card(report, **kwargs), encoding="utf-8")
+    with atomic_write(path) as handle:
+        handle.write(render_dataset_card(report, **kwargs))
     return path

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..files import relative_inside
+from ..hub import open_hub_repo
 from .card import render_dataset_card
 from .layout import DATA_DIR, REPORT_FILE, SKIPPED_FILE, corpus_features, open_parquet_writer, read_report
 
@@ -56,11 +57,6 @@ def _embed_shard(source: Path, target: Path, image_root: str) -> None:
     writer.close()
 
 
-def _report_files(output_dir: Path) -> list[str]:
-    """report.json, and skipped.jsonl when there is one (folders built by older versions have none)."""
-    return [name for name in (REPORT_FILE, SKIPPED_FILE) if (output_dir / name).is_file()]
-
-
 def push_corpus(
     output_dir: str | os.PathLike,
     repo_id: str,
@@ -73,7 +69,7 @@ def push_corpus(
     """Upload the corpus folder `output_dir` (from `build_corpus`) to the dataset repo `repo_id`, creating
     it if needed, with the images embedded; returns the repo URL. `load_dataset(repo_id, split="train")`
     then gives the same rows (images as bytes)."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
     output_dir = Path(output_dir)
     report = read_report(output_dir)
@@ -84,9 +80,7 @@ def push_corpus(
     if missing:
         raise UsageError(f"{output_dir} is incomplete: shard(s) {missing} are missing; rebuild the corpus.")
 
-    # the repo first: no network, offline mode or no write access fail here, before the images are embedded
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api, url = open_hub_repo(repo_id, "dataset", private=private, token=token)  # before the images are embedded
     staging = output_dir / ".hub-upload"
     try:
         if not report["embed_images"]:
@@ -104,7 +98,7 @@ def push_corpus(
         operations = [CommitOperationAdd(f"{DATA_DIR}/{shard.name}", str(shard)) for shard in shards]
         operations += [
             CommitOperationAdd("README.md", card.encode("utf-8")),
-            *[CommitOperationAdd(name, str(output_dir / name)) for name in _report_files(output_dir)],
+            *[CommitOperationAdd(name, str(output_dir / name)) for name in (REPORT_FILE, SKIPPED_FILE)],
             *[CommitOperationDelete(name) for name in stale],
         ]
         api.create_commit(
@@ -115,4 +109,4 @@ def push_corpus(
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return str(url)
+    return url

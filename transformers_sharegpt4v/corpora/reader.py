@@ -22,7 +22,7 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["JSONListReader", "MalformedRecord", "iter_json_records"]
+__all__ = ["JSONListReader", "MalformedRecord"]
 
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
 # A complete string, the opening quote of an unterminated one, or a structural character.
@@ -192,9 +192,3 @@ class JSONListReader:
             self._pos = keep
             self._refill(keep)
             search_from = 0
-
-
-def iter_json_records(path: str | os.PathLike, chunk_size: int = 1 << 22) -> Iterator[tuple[int, Any]]:
-    """Yield `(index, record)` for each element of the JSON list in `path`, streaming; malformed elements
-    come as `MalformedRecord`."""
-    yield from JSONListReader(path, chunk_size)

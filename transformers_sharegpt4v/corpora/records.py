@@ -18,6 +18,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
+from ..tokenization_sharegpt4v import IMAGE_TOKEN
+
 __all__ = [
     "IMAGE_TAG",
     "SKIP_REASONS",
@@ -30,7 +32,7 @@ __all__ = [
     "source_of",
 ]
 
-IMAGE_TAG = "<image>"
+IMAGE_TAG = IMAGE_TOKEN  # the placeholder of the JSON records: the processor's image token
 ROLE_OF = {"human": "user", "gpt": "assistant"}
 FROM_OF = {role: speaker for speaker, role in ROLE_OF.items()}
 
@@ -69,7 +71,6 @@ class Record:
     id: str
     images: list[str]
     conversations: list[dict[str, str]]
-    image_is_list: bool = False
 
 
 def parse_record(obj: Any) -> Record:
@@ -81,11 +82,11 @@ def parse_record(obj: Any) -> Record:
         raise InvalidRecord("malformed_record", f"`id` must be a non-empty string or an integer, got {record_id!r}")
     image = obj.get("image")
     if image is None:
-        images, is_list = [], False
+        images = []
     elif isinstance(image, str) and image:
-        images, is_list = [image], False
+        images = [image]
     elif isinstance(image, list) and all(isinstance(path, str) and path for path in image):
-        images, is_list = list(image), True
+        images = list(image)
     else:
         raise InvalidRecord("malformed_record", f"`image` must be a path or a list of paths, got {image!r:.80}")
     turns = obj.get("conversations")
@@ -98,7 +99,7 @@ def parse_record(obj: Any) -> Record:
             or not isinstance(turn.get("value"), str)
         ):
             raise InvalidRecord("malformed_record", f"turn {number} is not an object with string `from` and `value`")
-    return Record(str(record_id), images, turns or [], is_list)
+    return Record(str(record_id), images, turns or [])
 
 
 def check_record(record: Record) -> None:

@@ -6,31 +6,26 @@ Heavy imports (trl, peft) happen when a name is first used, so `import transform
 stays cheap.
 """
 
-from .._lazy import lazy_attributes
+from .._lazy import lazy_attributes, names_by_module
 
-_NAMES = {
-    "ShareGPT4VDataCollator": "collator",
-    "attach_images": "collator",
-    "drop_overlong": "collator",
-    "fits_max_length": "collator",
-    "measure_row": "collator",
-    "STAGES": "trainable",
-    "TrainableReport": "trainable",
-    "apply_stage_policy": "trainable",
-    "ShareGPT4VArguments": "recipe",
-    "STAGE_TEMPLATES": "recipe",
-    "STAGE_PAD_TO_SQUARE": "recipe",
-    "check_recipe_keys": "recipe",
-    "parse_recipe": "recipe",
-    "ShareGPT4VTrainer": "trainer",
-    "build_trainer": "trainer",
-    "load_training_dataset": "trainer",
-    "train": "trainer",
-    "init_checkpoint": "init_model",
-    "merge_lora": "merge",
-}
+_NAMES = names_by_module(
+    {
+        ".collator": ("ShareGPT4VDataCollator", "attach_images", "drop_overlong", "measure_row"),
+        ".trainable": ("STAGES", "TrainableReport", "apply_stage_policy"),
+        ".recipe": (
+            "ShareGPT4VArguments",
+            "STAGE_TEMPLATES",
+            "STAGE_PAD_TO_SQUARE",
+            "check_recipe_keys",
+            "parse_recipe",
+        ),
+        ".trainer": ("ShareGPT4VTrainer", "build_trainer", "load_training_dataset", "train"),
+        ".init_model": ("init_checkpoint",),
+        ".merge": ("merge_lora",),
+    }
+)
 
 __all__ = sorted(_NAMES)
 
 
-__getattr__ = lazy_attributes(__name__, {name: "." + module for name, module in _NAMES.items()})
+__getattr__ = lazy_attributes(__name__, _NAMES)

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import torch
 
-logger = logging.getLogger(__name__)
+from ..processing_sharegpt4v import IGNORE_INDEX, IMAGE_TOKEN
 
-IGNORE_INDEX = -100
+logger = logging.getLogger(__name__)
 
 
 def attach_images(messages: list[dict[str, Any]], images: list[Any] | None) -> list[Any]:
@@ -50,7 +50,7 @@ def attach_images(messages: list[dict[str, Any]], images: list[Any] | None) -> l
         if part.get("type") == "image"
     )
     literal = sum(
-        (message["content"] if isinstance(message.get("content"), str) else "").count("<image>")
+        (message["content"] if isinstance(message.get("content"), str) else "").count(IMAGE_TOKEN)
         for message in messages
     )
     if parts + literal != len(images):
@@ -195,11 +195,6 @@ def measure_row(
     return (length if spans else -length), fits
 
 
-def fits_max_length(processor: Any, messages: list[dict[str, Any]], chat_template: str, max_length: int) -> bool:
-    """Whether a row can be truncated to `max_length` text tokens without cutting an image (see `measure_row`)."""
-    return measure_row(processor, messages, chat_template, max_length)[1]
-
-
 def drop_overlong(
     dataset: Any,
     processor: Any,
@@ -246,6 +241,5 @@ __all__ = [
     "ShareGPT4VDataCollator",
     "attach_images",
     "drop_overlong",
-    "fits_max_length",
     "measure_row",
 ]

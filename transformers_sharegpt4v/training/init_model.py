@@ -21,16 +21,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..dtypes import parse_dtype
 from ..errors import MissingFileError, UsageError
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-IMAGE_TOKEN = "<image>"
-# llava-hf pads the vocabulary to a multiple of 64 (32000 + <image> -> 32064): faster matmuls on GPUs.
-PAD_VOCAB_TO_MULTIPLE_OF = 64
 
 
 def _json_overrides(text: str | None, flag: str) -> dict[str, Any]:
@@ -62,6 +59,8 @@ def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a LLaVA-1.5 `mm_projector.bin`/`.safetensors` into `multi_modal_projector` keys (`linear_{1,2}`)."""
     import torch
 
+    from ..conversion.keys import projector_key
+
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(f"Projector file not found: {str(path)!r}.")
@@ -73,15 +72,13 @@ def load_projector_state(path: str | Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     renamed: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
-        tail = key.split("mm_projector.")[-1] if "mm_projector." in key else key.split("multi_modal_projector.")[-1]
-        index, _, kind = tail.partition(".")
-        target = {"0": "linear_1", "2": "linear_2", "linear_1": "linear_1", "linear_2": "linear_2"}.get(index)
-        if target is None or kind not in ("weight", "bias"):
+        target = projector_key(key)
+        if target is None:
             raise UsageError(
                 f"Unexpected key {key!r} in projector file {str(path)!r}: expected mm_projector.{{0,2}}.{{weight,bias}} "
                 "(LLaVA-1.5 mlp2x_gelu)."
             )
-        renamed[f"{target}.{kind}"] = tensor
+        renamed[target] = tensor
     return renamed
 
 
@@ -97,70 +94,100 @@ def init_checkpoint(
 ) -> Path:
     """Build a `ShareGPT4VForCausalLM` from a CLIP and a Llama checkpoint, save it with its processor and code."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, CLIPVisionConfig, CLIPVisionModel
-
-    from ..configuration_sharegpt4v import ShareGPT4VConfig
-    from ..image_processing_sharegpt4v import ShareGPT4VImageProcessor
-    from ..llama_tokenizer import load_llama_tokenizer
-    from ..modeling_sharegpt4v import ShareGPT4VForCausalLM
-    from ..processing_sharegpt4v import ShareGPT4VProcessor
 
     torch.manual_seed(seed)
+    vision_model, vision_config = _load_vision_tower(vision, vision_config_overrides)
+    language_model, tokenizer = _load_language_model(llm, text_config_overrides)
+    model = _assemble(vision_model, vision_config, language_model, tokenizer)
+    if projector is not None:
+        _load_projector(model, projector)
+    if dtype is not None:
+        model = model.to(dtype)
+    output_dir = Path(output_dir)
+    model.save_pretrained(output_dir)
+    _save_processor(model.config, tokenizer, output_dir)
+    return output_dir
+
+
+def _load_vision_tower(vision: str, overrides: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The CLIP vision tower in float32 and its config, changed by `overrides`."""
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
     vision_config = CLIPVisionConfig.from_pretrained(vision)
-    for key, value in (vision_config_overrides or {}).items():
+    for key, value in (overrides or {}).items():
         setattr(vision_config, key, value)
-    vision_model = CLIPVisionModel.from_pretrained(vision, config=vision_config, dtype=torch.float32)
+    return CLIPVisionModel.from_pretrained(vision, config=vision_config, dtype=torch.float32), vision_config
+
+
+def _load_language_model(llm: str, overrides: dict[str, Any] | None) -> tuple[Any, Any]:
+    """The LLM in float32 and its tokenizer with `<image>` (and `<pad>` if none); the embeddings resized to the
+    tokenizer, padded to a multiple of VOCAB_MULTIPLE."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from ..llama_tokenizer import load_llama_tokenizer
+    from ..processing_sharegpt4v import VOCAB_MULTIPLE, ShareGPT4VProcessor
 
     text_config = AutoConfig.from_pretrained(llm)
-    for key, value in (text_config_overrides or {}).items():
+    for key, value in (overrides or {}).items():
         setattr(text_config, key, value)
     language_model = AutoModelForCausalLM.from_pretrained(llm, config=text_config, dtype=torch.float32)
     tokenizer = load_llama_tokenizer(llm)  # SentencePiece merge order, `legacy` kept (Vicuna ships tokenizer.model)
-    ShareGPT4VProcessor.prepare_tokenizer(tokenizer, image_token=IMAGE_TOKEN)  # <image> (and <pad> if none)
-    image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+    ShareGPT4VProcessor.prepare_tokenizer(tokenizer)  # <image> (and <pad> if none)
     if len(tokenizer) > language_model.get_input_embeddings().num_embeddings:
         # transformers' mean resizing (new rows drawn around the mean of the old ones) is what we want; its
         # "To disable this, use `mean_resizing=False`" note on every run is not
         with _quiet("transformers.modeling_utils"):
-            language_model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=PAD_VOCAB_TO_MULTIPLE_OF)
-    text_config = language_model.config
-    text_config.pad_token_id = tokenizer.pad_token_id
+            language_model.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=VOCAB_MULTIPLE)
+    language_model.config.pad_token_id = tokenizer.pad_token_id
+    return language_model, tokenizer
 
-    patches = (vision_config.image_size // vision_config.patch_size) ** 2
+
+def _assemble(vision_model: Any, vision_config: Any, language_model: Any, tokenizer: Any) -> Any:
+    """A `ShareGPT4VForCausalLM` holding the two models' weights (the projector freshly initialized)."""
+    from ..configuration_sharegpt4v import ShareGPT4VConfig
+    from ..modeling_sharegpt4v import ShareGPT4VForCausalLM
+    from ..processing_sharegpt4v import IMAGE_TOKEN
+
     config = ShareGPT4VConfig(
         vision_config=vision_config.to_dict(),
-        text_config=text_config.to_dict(),
-        image_token_id=image_token_id,
-        image_seq_length=patches,
+        text_config=language_model.config.to_dict(),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=(vision_config.image_size // vision_config.patch_size) ** 2,
     )
     model = ShareGPT4VForCausalLM(config)
     model.model.vision_tower.load_state_dict(vision_model.state_dict())
     model.model.language_model.load_state_dict(language_model.model.state_dict())
     model.lm_head.load_state_dict(language_model.lm_head.state_dict())
-    if projector is not None:
-        state = load_projector_state(projector)
-        expected = {k: tuple(v.shape) for k, v in model.model.multi_modal_projector.state_dict().items()}
-        found = {k: tuple(v.shape) for k, v in state.items()}
-        if expected != found:
-            raise UsageError(
-                f"Projector {projector!r} does not fit: it has {found}, the model needs {expected} (vision hidden "
-                f"{vision_config.hidden_size} -> text hidden {text_config.hidden_size})."
-            )
-        model.model.multi_modal_projector.load_state_dict(state)
-    if dtype is not None:
-        model = model.to(dtype)
+    return model
 
-    output_dir = Path(output_dir)
-    model.save_pretrained(output_dir)
-    size = vision_config.image_size
+
+def _load_projector(model: Any, projector: str) -> None:
+    """LLaVA-1.5's pretrained projector into the model, after checking that its shapes fit."""
+    state = load_projector_state(projector)
+    expected = {k: tuple(v.shape) for k, v in model.model.multi_modal_projector.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        raise UsageError(
+            f"Projector {projector!r} does not fit: it has {found}, the model needs {expected} (vision hidden "
+            f"{model.config.vision_config.hidden_size} -> text hidden {model.config.text_config.hidden_size})."
+        )
+    model.model.multi_modal_projector.load_state_dict(state)
+
+
+def _save_processor(config: Any, tokenizer: Any, output_dir: Path) -> None:
+    """The processor for inference and stage 2 (pad to square, vicuna_v1 by default, plain also bundled); stage 1
+    overrides both at training time without changing the saved processor."""
+    from ..image_processing_sharegpt4v import ShareGPT4VImageProcessor
+    from ..processing_sharegpt4v import ShareGPT4VProcessor
+
+    size = config.vision_config.image_size
     image_processor = ShareGPT4VImageProcessor(
         do_pad=True, size={"shortest_edge": size}, crop_size={"height": size, "width": size}
     )
-    # Saved for inference and stage 2 (pad to square, vicuna_v1 by default, plain also bundled); stage 1
-    # overrides both at training time without changing the saved processor.
     processor = ShareGPT4VProcessor.from_model_config(config, tokenizer, image_processor=image_processor)
     processor.save_pretrained(output_dir)
-    return output_dir
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -175,8 +202,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..hub import check_model_argument
 
     check_model_argument(args.vision, "--vision", "a CLIP checkpoint folder (config.json + weights)")
@@ -188,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
         projector=args.projector,
         vision_config_overrides=_json_overrides(args.vision_config_json, "--vision-config-json"),
         text_config_overrides=_json_overrides(args.text_config_json, "--text-config-json"),
-        dtype=getattr(torch, args.dtype) if args.dtype else None,
+        dtype=parse_dtype(args.dtype),
         seed=args.seed,
     )
     print(

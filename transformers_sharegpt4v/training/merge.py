@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..dtypes import parse_dtype
 from ..errors import MissingFileError, UsageError
 
 
@@ -29,7 +30,7 @@ def merge_lora(adapter: str | Path, output_dir: str | Path, base: str | None = N
     base = base or json.loads(config_file.read_text()).get("base_model_name_or_path")
     if not base:
         raise UsageError(f"{str(config_file)!r} names no base model: pass --base MODEL.")
-    torch_dtype = getattr(torch, dtype) if dtype else torch.float32
+    torch_dtype = parse_dtype(dtype) or torch.float32
     model = AutoModelForImageTextToText.from_pretrained(base, dtype=torch_dtype)
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     output_dir = Path(output_dir)

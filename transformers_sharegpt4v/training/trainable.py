@@ -55,8 +55,7 @@ def _vision_layers(model: nn.Module) -> nn.ModuleList:
 
 
 def _vision_tower(model: nn.Module) -> nn.Module:
-    backbone = model.model if hasattr(model, "lm_head") else model
-    return backbone.vision_tower
+    return _backbone(model).vision_tower
 
 
 def _backbone(model: nn.Module) -> nn.Module:
@@ -80,42 +79,48 @@ def apply_stage_policy(
     """
     if stage not in STAGES:
         raise ValueError(f"Unknown stage {stage!r}: choose one of {', '.join(STAGES)}.")
-    backbone = _backbone(model)
-    config = backbone.config
     layers = _vision_layers(model)
-    used = used_vision_layers(len(layers), config.vision_feature_layer)
-    if stage == "pretrain":
-        start = 12 if vision_trainable_from_layer is None else vision_trainable_from_layer
-        if not 0 <= start < len(layers):
-            logger.warning(
-                "vision_trainable_from_layer=%s is outside 0..%d: no vision layer is trained.", start, len(layers) - 1
-            )
-            start = len(layers)
-    else:
+    used = used_vision_layers(len(layers), _backbone(model).config.vision_feature_layer)
+    start = _first_trained_vision_layer(stage, vision_trainable_from_layer, len(layers))
+    trainable_layers = list(range(start, min(used, len(layers))))
+    _set_trainable(model, [layers[index] for index in trainable_layers])
+    return _report(model, stage, trainable_layers, list(range(used, len(layers))))
+
+
+def _first_trained_vision_layer(stage: str, vision_trainable_from_layer: int | None, num_layers: int) -> int:
+    """The first vision layer `stage` trains (`num_layers`: none), warning about a setting that does not apply."""
+    if stage != "pretrain":
         if vision_trainable_from_layer is not None:
             logger.warning(
                 "vision_trainable_from_layer=%s is ignored: stage %r keeps the vision tower frozen.",
                 vision_trainable_from_layer,
                 stage,
             )
-        start = len(layers)
+        return num_layers
+    start = 12 if vision_trainable_from_layer is None else vision_trainable_from_layer
+    if not 0 <= start < num_layers:
+        logger.warning(
+            "vision_trainable_from_layer=%s is outside 0..%d: no vision layer is trained.", start, num_layers - 1
+        )
+        return num_layers
+    return start
 
+
+def _set_trainable(model: nn.Module, vision_layers: list[nn.Module]) -> None:
+    """Freeze everything, then unfreeze the LLM, the projector, `lm_head` and the given vision layers."""
+    backbone = _backbone(model)
     model.requires_grad_(False)
     backbone.language_model.requires_grad_(True)
     backbone.multi_modal_projector.requires_grad_(True)
     if hasattr(model, "lm_head"):
         model.lm_head.requires_grad_(True)
-    trainable_layers = list(range(start, min(used, len(layers))))
-    for index in trainable_layers:
-        layers[index].requires_grad_(True)
+    for layer in vision_layers:
+        layer.requires_grad_(True)
 
-    report = TrainableReport(stage=stage, trainable_vision_layers=trainable_layers)
-    report.unused_vision_layers = list(range(used, len(layers)))
-    for param in model.parameters():
-        if param.requires_grad:
-            report.trainable_parameters += param.numel()
-        else:
-            report.frozen_parameters += param.numel()
+
+def _parts(model: nn.Module) -> dict[str, nn.Module]:
+    """The parts the report counts: vision, projector, llm and (with a head) lm_head."""
+    backbone = _backbone(model)
     parts = {
         "vision": _vision_tower(model),
         "projector": backbone.multi_modal_projector,
@@ -123,7 +128,18 @@ def apply_stage_policy(
     }
     if hasattr(model, "lm_head"):
         parts["lm_head"] = model.lm_head
-    for part, module in parts.items():
+    return parts
+
+
+def _report(model: nn.Module, stage: str, trainable_layers: list[int], unused_layers: list[int]) -> TrainableReport:
+    """Count what is trainable, per part, and note what happens to the vision tower."""
+    report = TrainableReport(stage=stage, trainable_vision_layers=trainable_layers, unused_vision_layers=unused_layers)
+    for param in model.parameters():
+        if param.requires_grad:
+            report.trainable_parameters += param.numel()
+        else:
+            report.frozen_parameters += param.numel()
+    for part, module in _parts(model).items():
         params = list(module.parameters())
         report.per_part[part] = (sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params))
     if trainable_layers:
@@ -131,10 +147,10 @@ def apply_stage_policy(
             f"vision encoder layers {trainable_layers[0]}..{trainable_layers[-1]} trained; embeddings, "
             "pre_layrnorm, post_layernorm and earlier layers frozen"
         )
-    if stage == "pretrain" and report.unused_vision_layers:
+    if stage == "pretrain" and unused_layers:
         report.notes.append(
-            f"vision layers {report.unused_vision_layers} come after vision_feature_layer="
-            f"{config.vision_feature_layer} and get no gradient: kept frozen, not counted as trained"
+            f"vision layers {unused_layers} come after vision_feature_layer="
+            f"{_backbone(model).config.vision_feature_layer} and get no gradient: kept frozen, not counted as trained"
         )
     elif stage != "pretrain":
         report.notes.append("vision tower frozen")

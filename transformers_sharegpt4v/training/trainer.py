@@ -22,13 +22,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset
 from trl import ModelConfig, ScriptArguments, SFTConfig, SFTTrainer
 
+from ..corpora.layout import is_save_to_disk_folder
+from ..dtypes import parse_dtype
 from ..errors import UsageError
 from .collator import ShareGPT4VDataCollator, drop_overlong
 from .recipe import ShareGPT4VArguments
@@ -80,9 +81,8 @@ def load_training_dataset(script_args: ScriptArguments) -> Any:
     name = script_args.dataset_name
     if name is None:
         raise UsageError("The recipe has no `dataset_name`: set it to a `sharegpt4v data build` folder or a Hub id.")
-    path = Path(name)
-    if path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file()):
-        dataset = load_from_disk(str(path))
+    if is_save_to_disk_folder(name):
+        dataset = load_from_disk(str(name))
     else:
         dataset = load_dataset(name, name=script_args.dataset_config, streaming=script_args.dataset_streaming)
     if isinstance(dataset, (DatasetDict, dict)) or hasattr(dataset, "keys"):
@@ -111,7 +111,8 @@ def load_model(model_args: ModelConfig, training_args: SFTConfig) -> torch.nn.Mo
     from accelerate import PartialState
     from trl import get_quantization_config
 
-    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    # "auto": the checkpoint's dtype (transformers reads it); unset: float32
+    dtype = "auto" if model_args.dtype == "auto" else parse_dtype(model_args.dtype) or torch.float32
     device = "cpu" if training_args.use_cpu else None
     kwargs = {}
     quantization_config = get_quantization_config(model_args)  # QLoRA: load_in_4bit / load_in_8bit
@@ -121,7 +122,7 @@ def load_model(model_args: ModelConfig, training_args: SFTConfig) -> torch.nn.Mo
     return AutoModelForImageTextToText.from_pretrained(
         model_args.model_name_or_path,
         revision=model_args.model_revision,
-        dtype=dtype if dtype is not None else torch.float32,
+        dtype=dtype,
         attn_implementation=model_args.attn_implementation or default_attn_implementation(device),
         trust_remote_code=training_args.trust_remote_code,
         **kwargs,
@@ -168,73 +169,15 @@ def build_trainer(
     processor = processor if processor is not None else load_processor(model_args)
     model = model if model is not None else load_model(model_args, training_args)
     train_dataset = train_dataset if train_dataset is not None else load_training_dataset(script_args)
-
-    # The settings TRL must see go to a copy: the caller's SFTConfig stays as given.
-    recipe_args, training_args = training_args, copy.copy(training_args)
+    trl_args = _arguments_for_trl(training_args)
     padding_free = bool(training_args.padding_free)
-    training_args.padding_free = False  # TRL refuses it for image datasets; our collator packs instead
-    if training_args.packing:
-        raise UsageError(
-            "packing=true is TRL's dataset-level packing, which TRL does not support for image datasets: use "
-            "padding_free=true (batch-level packing by ShareGPT4V's collator) instead."
-        )
-    training_args.remove_unused_columns = False
-    training_args.dataset_kwargs = {**(training_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-    if training_args.assistant_only_loss or training_args.completion_only_loss:
-        logger.warning(
-            "assistant_only_loss/completion_only_loss are ignored: the collator builds the original labels."
-        )
-        training_args.assistant_only_loss = False
-        training_args.completion_only_loss = None
-
-    # flash-attention finds the packed samples from position_ids itself (prepare_fa_kwargs_from_position_ids).
-    # cu_seq_lens are NOT passed: LlavaModel forwards its kwargs to the vision tower too, whose flash attention
-    # would then split the image tokens at the text's boundaries.
-    if padding_free and use_sdpa_varlen(model):
-        logger.info("padding_free: the language model attends per packed sample (sdpa_varlen, see varlen.py).")
-    collator = ShareGPT4VDataCollator(
-        processor=processor,
-        chat_template=ours.template,
-        do_pad=ours.do_pad,
-        max_length=training_args.max_length,
-        padding_free=padding_free,
-        pad_to_multiple_of=training_args.pad_to_multiple_of,
-        return_flash_kwargs=False,
-    )
-    group = training_args.train_sampling_strategy == "group_by_length"
-    if isinstance(train_dataset, Dataset):
-        has_lengths = training_args.length_column_name in train_dataset.column_names
-        with training_args.main_process_first(desc="measuring the dataset"):  # one process fills the cache
-            train_dataset = drop_overlong(
-                train_dataset,
-                processor,
-                ours.template,
-                training_args.max_length,
-                training_args.dataset_num_proc,
-                add_lengths=group and not has_lengths,
-            )
-        if group and not has_lengths and training_args.length_column_name != "length":
-            train_dataset = train_dataset.rename_column("length", training_args.length_column_name)
-    # an IterableDataset is not filtered: the collator skips (and counts) samples whose images cannot fit
-
-    peft_config = None
-    if model_args.use_peft:
-        peft_config = peft_config_for(model_args, ours.stage)
-    else:
-        report = apply_stage_policy(model, ours.stage, ours.vision_trainable_from_layer)
-        logger.info("Trainable parameters\n%s", report.summary())
-    logger.info(
-        "stage %s: template %s, pad to square %s, max_length %s text tokens (+%d per image), %s",
-        ours.stage,
-        ours.template,
-        ours.do_pad,
-        training_args.max_length,
-        processor.image_seq_length - 1,
-        "padding-free packing" if padding_free else "padded batches",
-    )
+    collator = _collator(processor, model, ours, trl_args, padding_free)
+    train_dataset = _drop_overlong(train_dataset, processor, ours, trl_args)
+    peft_config = _trainable_parameters(model, model_args, ours)
+    _log_stage(ours, trl_args, processor, padding_free)
     trainer = ShareGPT4VTrainer(
         model=model,
-        args=training_args,
+        args=trl_args,
         data_collator=collator,
         train_dataset=train_dataset,
         processing_class=processor,
@@ -242,8 +185,92 @@ def build_trainer(
     )
     # TRL read padding_free in __init__ only; the saved training arguments say what the run does (the collator
     # packs), as the recipe said.
-    trainer.args.padding_free = recipe_args.padding_free
+    trainer.args.padding_free = training_args.padding_free
     return trainer
+
+
+def _arguments_for_trl(training_args: SFTConfig) -> SFTConfig:
+    """A copy of the recipe's SFTConfig with the settings TRL must see (the caller's stays as given): no TRL
+    padding-free or packing (our collator packs), raw rows kept, no TRL loss masks (the collator's labels)."""
+    if training_args.packing:
+        raise UsageError(
+            "packing=true is TRL's dataset-level packing, which TRL does not support for image datasets: use "
+            "padding_free=true (batch-level packing by ShareGPT4V's collator) instead."
+        )
+    trl_args = copy.copy(training_args)
+    trl_args.padding_free = False  # TRL refuses it for image datasets; our collator packs instead
+    trl_args.remove_unused_columns = False
+    trl_args.dataset_kwargs = {**(trl_args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+    if trl_args.assistant_only_loss or trl_args.completion_only_loss:
+        logger.warning(
+            "assistant_only_loss/completion_only_loss are ignored: the collator builds the original labels."
+        )
+        trl_args.assistant_only_loss = False
+        trl_args.completion_only_loss = None
+    return trl_args
+
+
+def _collator(
+    processor: Any, model: torch.nn.Module, ours: ShareGPT4VArguments, trl_args: SFTConfig, padding_free: bool
+) -> ShareGPT4VDataCollator:
+    """The collator of the stage (template, pad to square, max_length, packing); with padding_free on sdpa, the
+    language model attends per packed sample."""
+    # flash-attention finds the packed samples from position_ids itself (prepare_fa_kwargs_from_position_ids).
+    # cu_seq_lens are NOT passed: LlavaModel forwards its kwargs to the vision tower too, whose flash attention
+    # would then split the image tokens at the text's boundaries.
+    if padding_free and use_sdpa_varlen(model):
+        logger.info("padding_free: the language model attends per packed sample (sdpa_varlen, see varlen.py).")
+    return ShareGPT4VDataCollator(
+        processor=processor,
+        chat_template=ours.template,
+        do_pad=ours.do_pad,
+        max_length=trl_args.max_length,
+        padding_free=padding_free,
+        pad_to_multiple_of=trl_args.pad_to_multiple_of,
+        return_flash_kwargs=False,
+    )
+
+
+def _drop_overlong(train_dataset: Any, processor: Any, ours: ShareGPT4VArguments, trl_args: SFTConfig) -> Any:
+    """A `Dataset` without the samples whose images cannot fit max_length, with lengths for group_by_length.
+    An IterableDataset is not filtered: the collator skips (and counts) those samples."""
+    if not isinstance(train_dataset, Dataset):
+        return train_dataset
+    group = trl_args.train_sampling_strategy == "group_by_length"
+    has_lengths = trl_args.length_column_name in train_dataset.column_names
+    with trl_args.main_process_first(desc="measuring the dataset"):  # one process fills the cache
+        train_dataset = drop_overlong(
+            train_dataset,
+            processor,
+            ours.template,
+            trl_args.max_length,
+            trl_args.dataset_num_proc,
+            add_lengths=group and not has_lengths,
+        )
+    if group and not has_lengths and trl_args.length_column_name != "length":
+        train_dataset = train_dataset.rename_column("length", trl_args.length_column_name)
+    return train_dataset
+
+
+def _trainable_parameters(model: torch.nn.Module, model_args: ModelConfig, ours: ShareGPT4VArguments) -> Any:
+    """The LoRA config with `use_peft` (None otherwise, after applying and logging the stage policy)."""
+    if model_args.use_peft:
+        return peft_config_for(model_args, ours.stage)
+    report = apply_stage_policy(model, ours.stage, ours.vision_trainable_from_layer)
+    logger.info("Trainable parameters\n%s", report.summary())
+    return None
+
+
+def _log_stage(ours: ShareGPT4VArguments, trl_args: SFTConfig, processor: Any, padding_free: bool) -> None:
+    logger.info(
+        "stage %s: template %s, pad to square %s, max_length %s text tokens (+%d per image), %s",
+        ours.stage,
+        ours.template,
+        ours.do_pad,
+        trl_args.max_length,
+        processor.image_seq_length - 1,
+        "padding-free packing" if padding_free else "padded batches",
+    )
 
 
 def train(
