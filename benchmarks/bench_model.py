@@ -18,7 +18,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM
 
-IMAGE_TOKEN_ID = 32000
+IMAGE_TOKEN_ID = ShareGPT4VConfig().image_token_id
 
 
 def build_models(hidden: int, layers: int) -> tuple[ShareGPT4VForCausalLM, LlavaForConditionalGeneration]:

@@ -29,11 +29,14 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", *, sync_dir: bool = False, **kwargs: Any) -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "w", *, sync_dir: bool = False, fsync: bool = True, **kwargs: Any
+) -> Iterator[IO]:
     """Open a hidden temporary file beside `path` (`.NAME.PID.tmp`) for writing; when the block ends
     without error it is flushed, fsynced and `os.replace`d over `path` (atomic: readers see the old or the new
     file, never half of one). An error (or Ctrl-C) leaves any previous `path` untouched and removes the
-    temporary file. `sync_dir` also fsyncs the folder after the rename. Text mode defaults to UTF-8."""
+    temporary file. `sync_dir` also fsyncs the folder after the rename; `fsync=False` skips the file's fsync
+    (many small files that can be written again, e.g. exported images). Text mode defaults to UTF-8."""
     path = Path(path)
     if "b" not in mode:
         kwargs.setdefault("encoding", "utf-8")
@@ -42,7 +45,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, sync_dir: bool = F
         with open(tmp, mode, **kwargs) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -9,13 +9,13 @@ has none, and uploads the folder with `huggingface_hub` (so `HF_ENDPOINT`, `HF_T
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import json
 import os
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -387,20 +387,36 @@ def push_checkpoint(
     return str(getattr(commit, "commit_url", commit))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "folder", metavar="DST", help="checkpoint folder (from `sharegpt4v convert` or save_pretrained)"
+@dataclass
+class CheckpointPushArguments:
+    """`sharegpt4v push DST REPO_ID`."""
+
+    folder: str = field(
+        metadata={
+            "help": "checkpoint folder (from `sharegpt4v convert` or save_pretrained)",
+            "metavar": "DST",
+            "positional": True,
+        }
     )
-    parser.add_argument("repo_id", metavar="REPO_ID", help="Hub repo id, e.g. your-name/ShareGPT4V-7B")
-    parser.add_argument("--private", action="store_true", help="create the repo as private")
-    parser.add_argument("--revision", default=None, help="branch to push to (created from main if it does not exist)")
-    parser.add_argument("--commit-message", default=None)
-    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--license", default=None, help="license field of the model card written if none exists")
-    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
+    repo_id: str = field(
+        metadata={"help": "Hub repo id, e.g. your-name/ShareGPT4V-7B", "metavar": "REPO_ID", "positional": True}
+    )
+    private: bool = field(default=False, metadata={"help": "create the repo as private"})
+    revision: str | None = field(
+        default=None, metadata={"help": "branch to push to (created from main if it does not exist)"}
+    )
+    commit_message: str | None = field(default=None, metadata={"help": "commit message"})
+    create_pr: bool = field(default=False, metadata={"help": "open a pull request instead of committing"})
+    license: str | None = field(
+        default=None, metadata={"help": "license field of the model card written if none exists"}
+    )
+    token: str | None = field(default=None, metadata={"help": "Hub token (default: HF_TOKEN or the saved login)"})
 
 
-def run(args: argparse.Namespace) -> int:
+ARGUMENTS = CheckpointPushArguments
+
+
+def run(args: CheckpointPushArguments) -> int:
     with hub_errors(f"Pushing {args.folder} to {args.repo_id}"):
         url = push_checkpoint(
             args.folder,
@@ -418,6 +434,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 __all__ = [
+    "ARGUMENTS",
+    "CheckpointPushArguments",
     "check_checkpoint_folder",
     "check_model_argument",
     "explain_hub_error",

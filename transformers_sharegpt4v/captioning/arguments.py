@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from ..dtypes import DTYPE_CHOICES
 from ..errors import UsageError
 
 __all__ = ["PRESETS", "CaptionArguments"]
@@ -20,7 +21,6 @@ PRESETS: dict[str, tuple[str, int]] = {
     # One of LLaVA's brief-description prompts; 128 is the evaluation budget for short answers.
     "short": ("Describe the image concisely.", 128),
 }
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 CACHES = ("auto", "static", "dynamic")
 
 
@@ -58,7 +58,7 @@ class CaptionArguments:
             "help": "image decoding/preprocessing processes (default: 4, or fewer on a machine with fewer cores)"
         },
     )
-    dtype: str = field(default="auto", metadata={"help": "weights dtype", "choices": list(DTYPES)})
+    dtype: str = field(default="auto", metadata={"help": "weights dtype", "choices": list(DTYPE_CHOICES)})
     compile: bool = field(
         default=False,
         metadata={"help": "torch.compile the decode step (GPU, long runs: each new batch size compiles once)"},

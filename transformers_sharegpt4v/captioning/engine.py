@@ -33,6 +33,7 @@ from transformers import GenerationConfig, StaticCache
 from transformers.generation import CompileConfig
 
 from ..degenerate import degenerate_rows
+from ..dtypes import parse_dtype
 from ..errors import UsageError
 from .arguments import PRESETS
 
@@ -71,11 +72,7 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    names |= {"float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"Unknown --dtype {dtype!r}; use auto, float32, bfloat16 or float16.")
-    return names[dtype]
+    return parse_dtype(dtype)
 
 
 class CaptionEngine:

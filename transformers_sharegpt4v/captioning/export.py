@@ -17,7 +17,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from .loader import IMAGE_EXTENSIONS, list_source, relative_inside, source_root
+from ..files import atomic_write, relative_inside
+from ..tokenization_sharegpt4v import IMAGE_TOKEN
+from .loader import IMAGE_EXTENSIONS, list_source
 from .writer import RUN_FILE, list_shards
 
 __all__ = ["JSONExport", "export_to_json"]
@@ -34,11 +36,8 @@ class JSONExport(NamedTuple):
 
 
 def _recorded_root(config: dict[str, Any]) -> str | None:
-    """The source root of a caption folder: recorded in run.json, or (older folders) worked out from
-    `images` as it was given."""
-    if "image_root" in config:
-        return config["image_root"]
-    return source_root(config["images"]) if config.get("images") else None
+    """The source root of a caption folder, as run.json records it."""
+    return config.get("image_root")
 
 
 def _export_paths(keys: list[str], source: str | None, image_root: str | None) -> tuple[list[str], str | None]:
@@ -135,9 +134,8 @@ def _write_dataset_images(config: dict[str, Any], keys: list[str], folder: Path)
         target = folder / name
         if target.is_file() and target.stat().st_size == len(data) and target.read_bytes() == data:
             continue
-        temporary = target.with_name(f".{name}.tmp")
-        temporary.write_bytes(data)
-        os.replace(temporary, target)
+        with atomic_write(target, "wb", fsync=False) as handle:  # thousands of files, each can be written again
+            handle.write(data)
     return names
 
 
@@ -187,7 +185,7 @@ def export_to_json(
     captions = table.column("caption").to_pylist()
     if len(set(images)) != len(images):
         raise ValueError(f"{output}: two captioned images map to the same path under the image root {root!r}.")
-    human = "<image>\n" + config["prompt"]
+    human = IMAGE_TOKEN + "\n" + config["prompt"]
     records = (
         {
             "id": ids[index],

@@ -22,6 +22,7 @@ from typing import Any
 from ..arguments import Action
 from ..degenerate import MAX_PERIOD, MIN_REPEATS, MIN_SPAN
 from ..errors import MissingFileError, UsageError, looks_like_hub_id
+from ..files import atomic_write
 
 __all__ = ["ACTIONS", "BuildArguments", "ExportArguments", "PushArguments", "StatsArguments"]
 
@@ -201,7 +202,8 @@ def _stats(args: StatsArguments) -> int:
     if len(flagged) > args.show:
         print(f"  ... {len(flagged) - args.show:,} more" + (f" in {out}" if out else ""))
     if out is not None:
-        out.write_text(json.dumps(stats, indent=2, ensure_ascii=False), encoding="utf-8")
+        with atomic_write(out) as handle:
+            handle.write(json.dumps(stats, indent=2, ensure_ascii=False))
         print(f"written to {out}")
     return 0
 

@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass, field
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--output",
+@dataclass
+class DemoArguments:
+    """`sharegpt4v demo [--fast]`."""
+
+    output: str = field(
         default="outputs/sharegpt4v-demo",
-        metavar="DIR",
-        help="where everything is written (default: outputs/sharegpt4v-demo, which .gitignore covers)",
+        metadata={
+            "help": "where everything is written (default: outputs/sharegpt4v-demo, which .gitignore covers)",
+            "metavar": "DIR",
+        },
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the world and of the first run")
-    parser.add_argument("--num-seeds", type=int, default=None, help="training seeds per variant (default 3)")
-    parser.add_argument("--jobs", type=int, default=None, help="training processes at once (default 2)")
-    parser.add_argument(
-        "--fast",
-        action="store_true",
-        help="a few steps on a few scenes: checks that every step runs (about a minute); its scores mean nothing",
+    seed: int = field(default=0, metadata={"help": "seed of the world and of the first run"})
+    num_seeds: int | None = field(default=None, metadata={"help": "training seeds per variant (default 3)"})
+    jobs: int | None = field(default=None, metadata={"help": "training processes at once (default 2)"})
+    fast: bool = field(
+        default=False,
+        metadata={
+            "help": "a few steps on a few scenes: checks that every step runs (about a minute); its scores mean nothing"
+        },
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    progress: bool = field(default=True, metadata={"help": "progress bars (--no-progress: none)"})
 
 
-def run(args: argparse.Namespace) -> int:
+ARGUMENTS = DemoArguments
+
+
+def run(args: DemoArguments) -> int:
     import sys
 
     from .pipeline import run_demo, settings_from_args, start_line, summary_line
@@ -35,4 +43,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["ARGUMENTS", "DemoArguments", "run"]

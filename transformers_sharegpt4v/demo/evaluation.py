@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..tokenization_sharegpt4v import IMAGE_TOKEN
 from .world import CAPTION_PROMPT, SHAPES, SHORT_ANSWER, Scene, caption_scores, chance_f1, f1
 
 
@@ -87,7 +88,7 @@ def evaluate(model_dir: Path, data: Path, world: dict[str, list[Scene]], questio
 
 def _question_form(question: str) -> str:
     """The question with its object named generically."""
-    first_line = question.replace("<image>\n", "").split("\n")[0]
+    first_line = question.replace(IMAGE_TOKEN + "\n", "").split("\n")[0]
     return " ".join("X" if w.strip("?") in SHAPES else w for w in first_line.split())
 
 

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from ..errors import UsageError
 from ..testing_utils import SYSTEM_PROMPT, llama_tokenizer, tiny_sizes
+from ..tokenization_sharegpt4v import IMAGE_TOKEN
 from .evaluation import baselines, evaluate
 from .world import (
     CAPTION_PROMPT,
@@ -123,7 +124,7 @@ def make_world(settings: DemoSettings) -> dict[str, list[Scene]]:
 def _record(split: str, i: int, turns: list[tuple[str, str]], suffix: str = "") -> dict[str, Any]:
     conversations = []
     for k, (question, answer) in enumerate(turns):
-        conversations.append({"from": "human", "value": ("<image>\n" if k == 0 else "") + question})
+        conversations.append({"from": "human", "value": (IMAGE_TOKEN + "\n" if k == 0 else "") + question})
         conversations.append({"from": "gpt", "value": answer})
     return {"id": f"{split}_{i:05d}{suffix}", "image": f"images/{split}_{i:05d}.png", "conversations": conversations}
 
@@ -186,7 +187,7 @@ def _train_tokenizer(settings: DemoSettings, corpora: dict[str, Path]) -> Path:
     texts = [f"{SYSTEM_PROMPT} USER: ASSISTANT:"] * 200
     for path in corpora.values():
         for record in json.loads(path.read_text()):
-            texts += [turn["value"].replace("<image>\n", "") for turn in record["conversations"]]
+            texts += [turn["value"].replace(IMAGE_TOKEN + "\n", "") for turn in record["conversations"]]
     folder = settings.output / "base" / "tokenizer"
     llama_tokenizer(folder, texts, 1000, **TOKENIZER_OPTIONS)
     return folder
@@ -468,8 +469,9 @@ def start_line(settings: DemoSettings) -> str:
 
 
 def settings_from_args(args: Any) -> DemoSettings:
+    """The settings of a run from `DemoArguments`."""
     settings = DemoSettings(output=Path(args.output), seed=args.seed)
     if args.fast:
         settings = replace(settings, **FAST)
     overrides = {k: getattr(args, k) for k in ("num_seeds", "jobs") if getattr(args, k, None) is not None}
-    return replace(settings, progress=not args.no_progress, **overrides)
+    return replace(settings, progress=args.progress, **overrides)

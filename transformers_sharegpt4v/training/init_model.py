@@ -13,15 +13,15 @@ The real starting point of stage 1 ("Training recipe" in docs/reference.md): a C
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..dtypes import parse_dtype
+from ..dtypes import DTYPE_CHOICES, parse_dtype
 from ..errors import MissingFileError, UsageError
 
 if TYPE_CHECKING:
@@ -190,18 +190,34 @@ def _save_processor(config: Any, tokenizer: Any, output_dir: Path) -> None:
     processor.save_pretrained(output_dir)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("output_dir", metavar="DST", help="folder to write the new checkpoint to")
-    parser.add_argument("--vision", required=True, metavar="VIT", help="CLIP (vision) checkpoint: Hub id or folder")
-    parser.add_argument("--llm", required=True, metavar="LLM", help="Llama/Vicuna checkpoint: Hub id or folder")
-    parser.add_argument("--projector", metavar="FILE", help="LLaVA-1.5 mm_projector.bin or .safetensors (optional)")
-    parser.add_argument("--vision-config-json", metavar="JSON", help="overrides of the vision config (JSON or file)")
-    parser.add_argument("--text-config-json", metavar="JSON", help="overrides of the LLM config (JSON or file)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None, help="save in this dtype")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the freshly initialized projector")
+@dataclass
+class InitArguments:
+    """`sharegpt4v init DST --vision VIT --llm LLM [--projector FILE]`."""
+
+    output_dir: str = field(
+        metadata={"help": "folder to write the new checkpoint to", "metavar": "DST", "positional": True}
+    )
+    vision: str = field(metadata={"help": "CLIP (vision) checkpoint: Hub id or folder", "metavar": "VIT"})
+    llm: str = field(metadata={"help": "Llama/Vicuna checkpoint: Hub id or folder", "metavar": "LLM"})
+    projector: str | None = field(
+        default=None, metadata={"help": "LLaVA-1.5 mm_projector.bin or .safetensors (optional)", "metavar": "FILE"}
+    )
+    vision_config_json: str | None = field(
+        default=None, metadata={"help": "overrides of the vision config (JSON or file)", "metavar": "JSON"}
+    )
+    text_config_json: str | None = field(
+        default=None, metadata={"help": "overrides of the LLM config (JSON or file)", "metavar": "JSON"}
+    )
+    dtype: str = field(
+        default="auto", metadata={"help": "save in this dtype (auto: float32)", "choices": list(DTYPE_CHOICES)}
+    )
+    seed: int = field(default=0, metadata={"help": "seed for the freshly initialized projector"})
 
 
-def run(args: argparse.Namespace) -> int:
+ARGUMENTS = InitArguments
+
+
+def run(args: InitArguments) -> int:
     from ..hub import check_model_argument
 
     check_model_argument(args.vision, "--vision", "a CLIP checkpoint folder (config.json + weights)")
@@ -223,4 +239,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["init_checkpoint", "load_projector_state"]
+__all__ = ["ARGUMENTS", "InitArguments", "init_checkpoint", "load_projector_state", "run"]

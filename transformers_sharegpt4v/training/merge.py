@@ -7,11 +7,11 @@ result is a normal checkpoint (weights, remote code, processor) that loads with 
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dtypes import parse_dtype
+from ..dtypes import DTYPE_CHOICES, parse_dtype
 from ..errors import MissingFileError, UsageError
 
 
@@ -40,14 +40,29 @@ def merge_lora(adapter: str | Path, output_dir: str | Path, base: str | None = N
     return output_dir
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("adapter", metavar="ADAPTER", help="folder saved by a use_peft training run")
-    parser.add_argument("output_dir", metavar="DST", help="folder to write the merged checkpoint to")
-    parser.add_argument("--base", help="base checkpoint (default: the adapter's base_model_name_or_path)")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="load and save in this dtype")
+@dataclass
+class MergeArguments:
+    """`sharegpt4v merge-lora ADAPTER DST [--base MODEL] [--dtype ...]`."""
+
+    adapter: str = field(
+        metadata={"help": "folder saved by a use_peft training run", "metavar": "ADAPTER", "positional": True}
+    )
+    output_dir: str = field(
+        metadata={"help": "folder to write the merged checkpoint to", "metavar": "DST", "positional": True}
+    )
+    base: str | None = field(
+        default=None, metadata={"help": "base checkpoint (default: the adapter's base_model_name_or_path)"}
+    )
+    dtype: str = field(
+        default="auto",
+        metadata={"help": "load and save in this dtype (auto: float32)", "choices": list(DTYPE_CHOICES)},
+    )
 
 
-def run(args: argparse.Namespace) -> int:
+ARGUMENTS = MergeArguments
+
+
+def run(args: MergeArguments) -> int:
     if args.base is not None:
         from ..hub import check_model_argument
 
@@ -57,4 +72,4 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["merge_lora"]
+__all__ = ["ARGUMENTS", "MergeArguments", "merge_lora", "run"]
