@@ -110,6 +110,9 @@ def run(args: argparse.Namespace) -> int:
 
 def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dict[str, Any]:
     """lmms-eval's `simple_evaluate` with `--model sharegpt4v` (found through its entry point) on `tasks`."""
+    from .compat import hide_broken_torchvision
+
+    hide_broken_torchvision()  # see `compat`: before lmms-eval and the model import transformers' processors
     try:
         from lmms_eval.evaluator import simple_evaluate
         from lmms_eval.tasks import TaskManager
