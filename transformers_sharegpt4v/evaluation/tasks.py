@@ -28,12 +28,6 @@ from .protocol import BENCHMARKS, Benchmark, get_benchmark
 __all__ = ["find_data", "task_config", "write_tasks"]
 
 _FUNCTIONS = "transformers_sharegpt4v.evaluation.lmms_tasks"
-_METRICS = {
-    "mme": ("mme_perception", "mme_cognition"),
-    "mmbench_en": ("accuracy", "circular_accuracy"),
-    "mmbench_cn": ("accuracy", "circular_accuracy"),
-}
-_TARGETS = {"qbench": "correct_choice"}
 
 
 class _Function(str):
@@ -90,7 +84,7 @@ def task_config(benchmark: Benchmark, location: dict[str, Any]) -> dict[str, Any
         "output_type": "generate_until",
         "doc_to_visual": _Function(f"{_FUNCTIONS}.doc_to_visual"),
         "doc_to_text": _Function(f"{_FUNCTIONS}.doc_to_text"),
-        "doc_to_target": _TARGETS.get(benchmark.name, "answer"),
+        "doc_to_target": _Function(f"{_FUNCTIONS}.doc_to_target"),
         "lmms_eval_specific_kwargs": {"default": {"benchmark": benchmark.name}},
         "generation_kwargs": {
             "max_new_tokens": benchmark.max_new_tokens,
@@ -105,7 +99,7 @@ def task_config(benchmark: Benchmark, location: dict[str, Any]) -> dict[str, Any
         "process_results": _Function(f"{_FUNCTIONS}.{benchmark.name}_process_results"),
         "metric_list": [
             {"metric": metric, "aggregation": _Function(f"{_FUNCTIONS}.{metric}"), "higher_is_better": True}
-            for metric in _METRICS.get(benchmark.name, ("accuracy",))
+            for metric in benchmark.metrics
         ],
         "metadata": {"version": 1.0, "protocol": benchmark.source},
     }
