@@ -26,7 +26,7 @@ from transformers_sharegpt4v.evaluation.protocol import (
     mme_perception,
     parse_yes_no,
 )
-from transformers_sharegpt4v.evaluation.report import format_report, report_rows
+from transformers_sharegpt4v.evaluation.report import format_markdown, format_report, report_rows
 from transformers_sharegpt4v.evaluation.scoring import score_row
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -111,6 +111,27 @@ def test_question_texts_are_the_original_question_files():
     assert BENCHMARKS["qbench"].prompt_text(rows("qbench")[0]) == (
         "Is the dog in focus?\nChoose between one of the options as follows:\nA. Yes\nB. No\n"
     )
+    assert BENCHMARKS["gqa"].prompt_text(rows("gqa")[0]) == (
+        "What animal is this?\nAnswer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["vqav2"].prompt_text(rows("vqav2")[1]) == (
+        "How many cats are there?\nAnswer the question using a single word or phrase."
+    )
+    # TextVQA: capitalized question, the row's OCR tokens as they are; no OCR line when the row has none
+    textvqa = rows("textvqa")
+    assert BENCHMARKS["textvqa"].prompt_text(textvqa[0]) == (
+        "What is the brand of this camera?\nReference OCR token: NYC, TAXI, Ford\n"
+        "Answer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["textvqa"].prompt_text(textvqa[1]) == (
+        "What is written on the sign?\nAnswer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["vizwiz"].prompt_text(rows("vizwiz")[0]) == (
+        "What is this?\nWhen the provided information is insufficient, respond with 'Unanswerable'.\n"
+        "Answer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["mmvet"].prompt_text(rows("mmvet")[0]) == "What is in the water?"
+    assert BENCHMARKS["llava_bench"].prompt_text(rows("llava_bench")[0]) == "What is unusual about this image?"
 
 
 def test_prompt_is_the_conversation_template_text():
@@ -297,11 +318,12 @@ def test_row_scores_on_the_fixtures():
     assert score_row("mme", rows("mme")[1], "No")["correct"] is True
     assert score_row("mme", rows("mme")[1], "Yes, there is")["correct"] is False
     mmbench = rows("mmbench_en")  # row 1 is question 0 with the options rotated: "dog" is D
-    assert score_row("mmbench_en", mmbench[1], "D. dog") == {
-        "index": 1_000_000,
-        "category": "fixture",
-        "correct": True,
-    }
+    record = score_row("mmbench_en", mmbench[1], "D. dog")
+    assert (record["index"], record["correct"], record["prediction"]) == (1_000_000, True, "D. dog")
+    assert record["row"]["D"] == "dog" and "image" not in record["row"]
+    # GQA: convert_gqa_for_eval's rstrip('.') + lower, then exact match
+    assert score_row("gqa", rows("gqa")[0], "Dog.")["correct"] is True
+    assert score_row("gqa", rows("gqa")[0], "a dog")["correct"] is False
     assert score_row("scienceqa_img", rows("scienceqa_img")[1], "B")["correct"] is True
     qbench = rows("qbench")
     assert score_row("qbench", qbench[3], "D")["correct"] is True
@@ -312,6 +334,21 @@ def test_row_scores_on_the_fixtures():
 
 
 # ------------------------------------------------------------------------------------------------ tasks
+
+
+@needs_lmms_eval
+def test_vqa_accuracy_is_the_min_of_matches_over_three():
+    """TextVQA's rule by hand: row 304 has 3 x "sony" and 7 x "lg". Leaving out one of the ten references at a time,
+    "sony" matches 2 others (when a "sony" is left out: 3 times) or 3 (7 times): (3 x 2/3 + 7 x 1) / 10."""
+    from transformers_sharegpt4v.evaluation.scoring import vqa_accuracy
+
+    row = rows("textvqa")[3]
+    assert score_row("textvqa", row, "Sony.")["score"] == pytest.approx((3 * 2 / 3 + 7) / 10)
+    assert score_row("textvqa", row, "LG")["score"] == pytest.approx(1.0)
+    assert score_row("textvqa", row, "panasonic")["score"] == 0.0
+    # the EvalAI normalization: articles, punctuation, number words
+    assert vqa_accuracy("Two dogs", ["2 dogs"] * 10) == 1.0
+    assert vqa_accuracy("the pier", ["pier"] * 3 + ["dock"] * 7) == pytest.approx(0.3 * 2 / 3 + 0.7)
 
 
 def test_write_tasks_points_at_the_data_by_absolute_path(tmp_path):
@@ -347,7 +384,7 @@ def test_write_tasks_reads_save_to_disk_folders_and_names_missing_data(tmp_path)
     with pytest.raises(ValueError, match=r"mme\.parquet"):
         write_tasks(data, tmp_path / "tasks", ["mme"])
     with pytest.raises(ValueError, match="the local tasks are"):
-        write_tasks(data, tmp_path / "tasks", ["vqav2"])
+        write_tasks(data, tmp_path / "tasks", ["pope"])
     with pytest.raises(ValueError, match="No benchmark data"):
         write_tasks(tmp_path / "empty", tmp_path / "tasks")
 
@@ -357,19 +394,28 @@ def test_report_table_and_paper_numbers():
         "results": {
             "sharegpt4v_mme": {"alias": "x", "mme_perception,none": 1500.0, "mme_perception_stderr,none": "N/A"},
             "sharegpt4v_qbench": {"accuracy,none": 50.0, "accuracy_stderr_clt,none": 1.0},
+            "sharegpt4v_mmvet": {"submission,none": 218},
         },
         "n-samples": {
             "sharegpt4v_mme": {"original": 8, "effective": 8},
             "sharegpt4v_qbench": {"original": 4, "effective": 2},
+            "sharegpt4v_mmvet": {"original": 218, "effective": 218},
         },
     }
     got = report_rows(results)
     assert [(r["task"], r["metric"], r["value"], r["paper"]) for r in got] == [
         ("sharegpt4v_mme", "mme_perception", 1500.0, 1567.4),
         ("sharegpt4v_qbench", "accuracy", 50.0, 63.4),
+        ("sharegpt4v_mmvet", "submission", 218.0, 37.6),
     ]
     table = format_report(got)
     assert "1567.4" in table and "2/4" in table
+    markdown = format_markdown(got, "/runs/eval/submissions").splitlines()
+    assert markdown[0].startswith("| benchmark | metric | this run | paper (ShareGPT4V-7B) |")
+    assert markdown[2] == "| MME | mme_perception | 1500.00 | 1567.4 | 8 | local |"
+    assert markdown[3] == "| Q-Bench (LLVisionQA) | accuracy | 50.00 | 63.4 | 2 of 4 | local |"
+    assert markdown[4].startswith("| MM-Vet | submission | 218 answers | 37.6 | 218 | submit ")
+    assert "/runs/eval/submissions/mmvet_results.json to the GPT-4 judge" in markdown[4]
 
 
 # ------------------------------------------------------------------------------------------------ command
@@ -379,7 +425,7 @@ def test_eval_command_errors(tmp_path, capsys):
     base = ["eval", "--data", str(EVAL_DATA), "--output", str(tmp_path / "out")]
     assert main([*base, "--model", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such checkpoint folder" in capsys.readouterr().err
-    assert main([*base, "--model", str(tmp_path), "--tasks", "mme,vqav2"]) == 2
+    assert main([*base, "--model", str(tmp_path), "--tasks", "mme,pope"]) == 2
     assert "the local tasks are" in capsys.readouterr().err
     assert main([*base, "--model", str(tmp_path), "--limit", "0"]) == 2
     assert "--limit must be a positive integer" in capsys.readouterr().err
@@ -438,6 +484,7 @@ def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
         return ["Yes" if r.question.endswith("single word or phrase.") else "B" for r in requests]
 
     monkeypatch.setattr(lm.evaluator, "generate", scripted)
+    monkeypatch.chdir(tmp_path)  # without --output_path, lmms-eval's submission files go to ./submissions
     write_tasks(EVAL_DATA, tmp_path / "tasks")
     results = simple_evaluate(
         model=lm,
@@ -456,7 +503,36 @@ def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
     assert results["sharegpt4v_seedbench"]["accuracy,none"] == pytest.approx(50.0)  # the video row is left out
     assert results["sharegpt4v_scienceqa_img"]["accuracy,none"] == pytest.approx(50.0)
     assert results["sharegpt4v_qbench"]["accuracy,none"] == pytest.approx(50.0)
-    assert len(asked) == 8 + 8 + 8 + 4 + 4 + 4
+    assert results["sharegpt4v_gqa"]["accuracy,none"] == pytest.approx(25.0)  # only row 203's answer is "yes"
+    assert results["sharegpt4v_textvqa"]["accuracy,none"] == 0.0  # no reference says "yes"
+    # judge/server benchmarks: the answers go to the files to submit, in the original converters' formats
+    for name, count in {
+        "vqav2": 2,
+        "vizwiz": 2,
+        "llava_bench": 2,
+        "mmvet": 2,
+        "mmbench_en": 8,
+        "mmbench_cn": 8,
+    }.items():
+        assert results[f"sharegpt4v_{name}"]["submission,none"] == count
+    submitted = tmp_path / "submissions"
+    assert json.loads((submitted / "vqav2_testdev_submission.json").read_text()) == [
+        {"question_id": 401, "answer": "yes"}, {"question_id": 402, "answer": "yes"},
+    ]  # fmt: skip
+    assert json.loads((submitted / "vizwiz_test_submission.json").read_text())[0] == {
+        "image": "VizWiz_test_00000001.jpg",
+        "answer": "yes",
+    }
+    assert json.loads((submitted / "mmvet_results.json").read_text()) == {"v1_0": "B", "v1_1": "B"}
+    llava = [json.loads(line) for line in (submitted / "llava_bench_answers.jsonl").read_text().splitlines()]
+    assert [(a["question_id"], a["prompt"], a["text"]) for a in llava] == [
+        (0, "What is unusual about this image?", "B"), (1, "Describe the image in detail.", "B"),
+    ]  # fmt: skip
+    import pandas
+
+    table = pandas.read_excel(submitted / "mmbench_en_submission.xlsx")
+    assert list(table["prediction"]) == ["B"] * 8 and list(table["index"])[:2] == [0, 1_000_000]
+    assert len(asked) == 8 + 8 + 8 + 4 + 4 + 4 + 4 + 4 + 2 + 2 + 2 + 2
     qbench = [r for r in asked if r.options.get("conversation") == "share4v_v1"]
     assert len(qbench) == 4 and all(r.options["image_aspect_ratio"] == "original" for r in qbench)
     assert all(len(r.images) == 1 and r.images[0].mode == "RGB" for r in asked)
