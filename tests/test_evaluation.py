@@ -581,3 +581,103 @@ def test_lmms_eval_cli_and_sharegpt4v_eval_on_a_checkpoint(checkpoint, tmp_path)
     assert len(samples) == 2 and all(isinstance(s["answer"], str) and "correct" in s for s in samples)
     assert samples[0]["question"] == BENCHMARKS["scienceqa_img"].prompt_text(rows("scienceqa_img")[0])
     assert json.loads((out / "results.json").read_text())["results"]["sharegpt4v_scienceqa_img"]
+
+
+SHORT = "Answer the question using a single word or phrase."
+LETTER = "Answer with the option's letter from the given choices directly."
+
+
+def original_question(task: str, row: dict) -> str:
+    """The question file's text, written out here from LLaVA's question files (not through `protocol`)."""
+    if task == "mme":
+        return row["question"].replace("  Please answer yes or no.", "").replace(" Please answer yes or no.", "") + (
+            "\n" + SHORT
+        )
+    if task == "mmbench_en":
+        text = (f"{row['hint']}\n" if row["hint"] else "") + row["question"]
+        return text + "".join(f"\n{x}. {row[x]}" for x in "ABCD" if row[x] is not None) + "\n" + LETTER
+    if task == "gqa":
+        return row["question"] + "\n" + SHORT
+    if task == "textvqa":
+        ocr = f"\nReference OCR token: {', '.join(row['ocr_tokens'])}" if row["ocr_tokens"] else ""
+        return row["question"][0].upper() + row["question"][1:] + ocr + "\n" + SHORT
+    raise AssertionError(task)
+
+
+def original_pixels(image: Image.Image) -> torch.Tensor:
+    """LLaVA's expand2square with the CLIP mean as integers, then CLIP's 336 preprocessing (numpy)."""
+    import numpy as np
+
+    image = image.convert("RGB")
+    width, height = image.size
+    side = max(width, height)
+    canvas = Image.new("RGB", (side, side), (122, 116, 104))
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    pixels = np.asarray(canvas.resize((336, 336), Image.BICUBIC), dtype=np.float64) / 255.0
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    return torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1)).float()
+
+
+@pytest.mark.slow
+@needs_lmms_eval
+def test_lmms_eval_cli_feeds_generate_the_original_prompts_and_pixels(
+    checkpoint, spm_model_file, tmp_path, monkeypatch
+):
+    """lmms-eval's own CLI (its `main`, in this process so that `generate` can be watched) with --model sharegpt4v on
+    the MME, MMBench, GQA and TextVQA fixtures, at batch 1 and batch 4: every prompt's ids equal the original
+    evaluation prompt tokenized as the original does (split at <image>, each piece by SentencePiece, BOS once, the
+    image's 576 positions between), the pixels equal the padded original preprocessing, and batch 4 answers equal
+    batch 1's."""
+    import sentencepiece
+    from lmms_eval.cli.dispatch import main as lmms_eval_main
+
+    from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm_model_file))
+    image_token = ShareGPT4VConfig.from_pretrained(checkpoint).image_token_id
+    tasks = {"mme": "mme", "mmbench_en": "mmbench_en", "gqa": "gqa", "textvqa": "textvqa"}
+    expected = {}  # ids -> pixels
+    for task in tasks:
+        for row in rows(task):
+            before, after = f"{VICUNA} USER: <image>\n{original_question(task, row)} ASSISTANT:".split("<image>")
+            ids = [1] + sp.encode(before) + [image_token] * 576 + sp.encode(after)
+            expected[tuple(ids)] = original_pixels(row["image"])
+    assert len(expected) == 8 + 8 + 4 + 4
+
+    fed = []
+    generate = ShareGPT4VForCausalLM.generate
+
+    def spy(self, *args, **kwargs):
+        for ids, mask, pixels in zip(
+            kwargs["input_ids"], kwargs["attention_mask"], kwargs["pixel_values"], strict=True
+        ):
+            fed.append((tuple(ids[mask.bool()].tolist()), pixels.clone(), int(len(kwargs["input_ids"]))))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShareGPT4VForCausalLM, "generate", spy)
+    monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "cache"))
+    write_tasks(EVAL_DATA, tmp_path / "tasks", list(tasks))
+    answers = {}
+    for batch in (1, 4):
+        fed.clear()
+        out = tmp_path / f"batch{batch}"
+        argv = ["lmms_eval", "--model", "sharegpt4v", "--model_args", f"pretrained={checkpoint},device=cpu",
+                "--include_path", str(tmp_path / "tasks"), "--tasks", ",".join(f"sharegpt4v_{t}" for t in tasks),
+                "--batch_size", str(batch), "--gen_kwargs", "max_new_tokens=3", "--output_path", str(out),
+                "--log_samples"]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", argv)
+        try:
+            lmms_eval_main()
+        except SystemExit as stop:
+            assert not stop.code
+        assert sorted(ids for ids, _, _ in fed) == sorted(expected)
+        for ids, pixels, _ in fed:
+            torch.testing.assert_close(pixels, expected[ids], atol=1e-5, rtol=0)
+        assert max(size for _, _, size in fed) == batch
+        answers[batch] = {}
+        for task in tasks:
+            (samples,) = out.rglob(f"*samples_sharegpt4v_{task}.jsonl")
+            for line in samples.read_text().splitlines():
+                sample = json.loads(line)
+                answers[batch][task, sample["doc_id"]] = sample["filtered_resps"]
+    assert len(answers[1]) == 24 and answers[4] == answers[1]
