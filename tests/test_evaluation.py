@@ -431,6 +431,42 @@ def test_eval_command_errors(tmp_path, capsys):
     assert "--limit must be a positive integer" in capsys.readouterr().err
 
 
+def test_eval_names_missing_columns_and_a_failed_run_in_one_line(checkpoint, tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    datasets.Dataset.from_list(
+        [{k: v for k, v in row.items() if k != "ocr_tokens"} for row in rows("textvqa")]
+    ).to_parquet(str(data / "textvqa.parquet"))
+    capsys.readouterr()  # the parquet writer's progress bar
+    base = ["eval", "--model", str(checkpoint), "--data", str(data), "--output", str(tmp_path / "out")]
+    assert main([*base, "--tasks", "textvqa"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "textvqa.parquet: textvqa rows need the column(s) ocr_tokens" in err
+
+    from transformers_sharegpt4v.evaluation import cli as eval_cli
+
+    def failing(*args):
+        raise RuntimeError("the model ran out of memory\n at step 3")
+
+    monkeypatch.setattr(eval_cli, "evaluate", failing)
+    assert main(["eval", "--model", str(checkpoint), "--data", str(EVAL_DATA), "--output", str(tmp_path / "o"),
+                 "--tasks", "gqa"]) == 1  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "sharegpt4v eval: error: the lmms-eval run failed: RuntimeError: the model ran out of memory at step 3"
+    )
+
+
+def test_tasks_paper_writes_the_twelve_benchmarks(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["eval", "--model", str(checkpoint), "--data", str(EVAL_DATA), "--output", str(out), "--tasks",
+                 "paper", "--tasks-only"]) == 0  # fmt: skip
+    written = sorted(p.stem.removeprefix("sharegpt4v_") for p in (out / "tasks").iterdir())
+    assert written == sorted(["vqav2", "gqa", "vizwiz", "scienceqa_img", "textvqa", "mme", "mmbench_en", "mmbench_cn",
+                              "seedbench", "llava_bench", "mmvet", "qbench"])  # fmt: skip
+    assert "Wrote 12 task(s)" in capsys.readouterr().out
+
+
 def test_tasks_only_prints_the_lmms_eval_command(checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(
@@ -570,7 +606,8 @@ def test_lmms_eval_cli_and_sharegpt4v_eval_on_a_checkpoint(checkpoint, tmp_path)
     out = tmp_path / "eval"
     done = _run(
         [sys.executable, "-m", "transformers_sharegpt4v.cli", "eval", "--model", str(checkpoint), "--data",
-         str(EVAL_DATA), "--tasks", "scienceqa_img", "--output", str(out), "--limit", "2", "--max-new-tokens", "2"],
+         str(EVAL_DATA), "--tasks", "scienceqa_img,gqa,textvqa,mmvet", "--output", str(out), "--limit", "2",
+         "--max-new-tokens", "2", "--batch-size", "2"],
         tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -581,6 +618,14 @@ def test_lmms_eval_cli_and_sharegpt4v_eval_on_a_checkpoint(checkpoint, tmp_path)
     assert len(samples) == 2 and all(isinstance(s["answer"], str) and "correct" in s for s in samples)
     assert samples[0]["question"] == BENCHMARKS["scienceqa_img"].prompt_text(rows("scienceqa_img")[0])
     assert json.loads((out / "results.json").read_text())["results"]["sharegpt4v_scienceqa_img"]
+    report = (out / "report.md").read_text()
+    assert "| GQA (test-dev balanced) | accuracy |" in report and "| 63.3 | 2 |" in report
+    assert (
+        "| MM-Vet | submission | 2 answers | 37.6 |" in report
+        and f"{out / 'submissions'}/mmvet_results.json" in report
+    )
+    assert len(json.loads((out / "submissions" / "mmvet_results.json").read_text())) == 2
+    assert "MM-Vet: submit submissions/mmvet_results.json to the GPT-4 judge" in done.stdout
 
 
 SHORT = "Answer the question using a single word or phrase."

@@ -62,6 +62,31 @@ def find_data(data: str | Path, name: str) -> dict[str, Any]:
     )
 
 
+def check_columns(benchmark: Benchmark, location: dict[str, Any]) -> None:
+    """UsageError naming the file and the columns missing from `benchmark`'s rows (see `Benchmark.columns`)."""
+    if "parquet" in location:
+        import pyarrow.parquet
+
+        for path in location["parquet"]:
+            _missing(benchmark, path, set(pyarrow.parquet.read_schema(path).names))
+    else:
+        import datasets
+
+        for split, dataset in datasets.load_from_disk(location["disk"]).items():
+            _missing(benchmark, f"{location['disk']} ({split})", set(dataset.column_names))
+
+
+def _missing(benchmark: Benchmark, where: str, columns: set[str]) -> None:
+    missing = [column for column in benchmark.columns if column not in columns]
+    if benchmark.name == "gqa" and "question_id" not in columns and "id" not in columns:
+        missing.append("id")
+    if missing:
+        raise UsageError(
+            f"{where}: {benchmark.name} rows need the column(s) {', '.join(missing)} (the lmms-lab copy's columns); "
+            f"it has {', '.join(sorted(columns))}."
+        )
+
+
 def task_config(benchmark: Benchmark, location: dict[str, Any]) -> dict[str, Any]:
     """The lmms-eval task config of `benchmark` reading the data at `location` (see `find_data`)."""
     split = benchmark.test_split
@@ -130,6 +155,7 @@ def write_tasks(data: str | Path, out: str | Path, names: list[str] | None = Non
     written = {}
     for name, location in found.items():
         benchmark = BENCHMARKS[name]
+        check_columns(benchmark, location)
         path = out / f"{benchmark.task}.yaml"
         text = yaml.dump(task_config(benchmark, location), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
         path.write_text(f"# {benchmark.title}, as the paper ran it: {benchmark.source}\n{text}", encoding="utf-8")
