@@ -503,6 +503,19 @@ def test_entry_point_registers_the_model():
 
 
 @needs_lmms_eval
+def test_lmms_eval_model_refuses_a_released_checkpoint_with_the_convert_command(tmp_path):
+    from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
+
+    released = tmp_path / "ShareGPT4V-7B"
+    released.mkdir()
+    config = {"model_type": "share4v", "architectures": ["Share4VLlamaForCausalLM"], "hidden_size": 4096,
+              "mm_vision_tower": "Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12"}  # fmt: skip
+    (released / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"run `sharegpt4v convert {released} {released}-converted`"):
+        ShareGPT4VLmms(pretrained=str(released), device="cpu")
+
+
+@needs_lmms_eval
 def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
     """lmms-eval runs every local task on the fixtures with scripted answers ("Yes" to short-answer questions,
     "B" to the rest); the metrics equal a count by hand over the fixture rows."""
