@@ -65,6 +65,7 @@ def worker(model_name: str, timing_file: str, lmms_eval_argv: list[str]) -> None
 
 def run(model_name: str, model_args: str, tasks_dir: Path, tasks: list[str], batch: int, args, out: Path) -> dict:
     """One lmms-eval process; its timing and the answers it logged."""
+    out.mkdir(parents=True, exist_ok=True)
     timing_file = out / "timing.json"
     argv = [sys.executable, __file__, "--worker", model_name, "--timing-file", str(timing_file), "--"]
     argv += ["--model_args", model_args, "--include_path", str(tasks_dir), "--tasks", ",".join(tasks)]
@@ -130,7 +131,9 @@ def main() -> None:
         ours = run(
             "sharegpt4v", f"pretrained={plugin},{common}", tmp / "tasks", tasks, args.batch_size, args, tmp / "a"
         )
-        peer = run("llava_hf", f"pretrained={export},{common}", tmp / "tasks", tasks, 1, args, tmp / "b")
+        # llava_hf's default device_map "" is refused by transformers 5: name the device
+        peer_args = f"pretrained={export},{common},device_map={args.device}"
+        peer = run("llava_hf", peer_args, tmp / "tasks", tasks, 1, args, tmp / "b")
 
     n = ours["documents"]
     if n != peer["documents"]:
