@@ -632,7 +632,7 @@ def test_lmms_eval_cli_and_sharegpt4v_eval_on_a_checkpoint(checkpoint, tmp_path)
     assert samples[0]["question"] == BENCHMARKS["scienceqa_img"].prompt_text(rows("scienceqa_img")[0])
     assert json.loads((out / "results.json").read_text())["results"]["sharegpt4v_scienceqa_img"]
     report = (out / "report.md").read_text()
-    assert "| GQA (test-dev balanced) | accuracy |" in report and "| 63.3 | 2 |" in report
+    assert "| GQA (test-dev balanced) | accuracy |" in report and "| 63.3 | 2 of 4 | local |" in report
     assert (
         "| MM-Vet | submission | 2 answers | 37.6 |" in report
         and f"{out / 'submissions'}/mmvet_results.json" in report

@@ -159,11 +159,24 @@ def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dic
         bootstrap_iters=0,
         verbosity="WARNING",
         # the `submission` metric writes OUTPUT/submissions/ (lmms-eval hands these args to aggregations)
-        cli_args=argparse.Namespace(output_path=str(Path(args.output).resolve())),
+        cli_args=_lmms_eval_cli_args(Path(args.output).resolve()),
     )
     if not results or not results.get("results"):
         raise RuntimeError("lmms-eval returned no results (see its log above).")
     return results
+
+
+def _lmms_eval_cli_args(output: Path) -> argparse.Namespace:
+    """The arguments lmms-eval's CLI would pass with `--output_path output` (its defaults for the rest: the
+    evaluator reads several of them)."""
+    from lmms_eval.__main__ import parse_eval_args
+
+    argv = sys.argv
+    try:
+        sys.argv = ["lmms_eval", "--output_path", str(output)]
+        return parse_eval_args()[1]
+    finally:
+        sys.argv = argv
 
 
 def write_outputs(results: dict[str, Any], output: Path, command: str) -> int:
