@@ -739,3 +739,47 @@ def test_lmms_eval_cli_feeds_generate_the_original_prompts_and_pixels(
                 sample = json.loads(line)
                 answers[batch][task, sample["doc_id"]] = sample["filtered_resps"]
     assert len(answers[1]) == 24 and answers[4] == answers[1]
+
+
+# ------------------------------------------------------------------------------------------------ torchvision guard
+
+
+def test_torchvision_guard_reads_the_libraries_an_ops_library_needs(tmp_path, monkeypatch):
+    """`needed_libraries` equals the ELF's DT_NEEDED list (as readelf prints it, where readelf exists, else as
+    written out here for torch's libshm.so); a fake torchvision whose `_C.so` needs a torch library that the fake
+    torch does not ship is judged broken and blocked, one whose needs are all shipped is left alone."""
+    import shutil
+
+    import sharegpt4v_torchvision_guard as guard
+
+    libshm = Path(torch.__file__).parent / "lib" / "libshm.so"
+    needed = guard.needed_libraries(libshm)
+    if shutil.which("readelf"):
+        listing = subprocess.run(["readelf", "-d", str(libshm)], capture_output=True, text=True, check=True).stdout
+        assert needed == [line.split("[", 1)[1].rstrip("]") for line in listing.splitlines() if "(NEEDED)" in line]
+    assert needed[:3] == ["libtorch_cpu.so", "librt.so.1", "libc10.so"]
+    assert guard.needed_libraries(__file__) == []  # not an ELF file
+
+    site = tmp_path / "site"
+    (site / "torchvision").mkdir(parents=True)
+    (site / "torchvision" / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')")
+    shutil.copy(libshm, site / "torchvision" / "_C.so")  # needs libtorch_cpu.so and libc10.so
+    (site / "torch" / "lib").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text("")
+    (site / "torch" / "lib" / "libc10.so").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # records the state to restore after the test
+    monkeypatch.delitem(sys.modules, "torchvision")
+    assert guard.torchvision_links() is False
+    (site / "torch" / "lib" / "libtorch_cpu.so").write_text("")
+    assert guard.torchvision_links() is True and guard.hide_broken_torchvision() is False
+    (site / "torch" / "lib" / "libtorch_cpu.so").unlink()
+    monkeypatch.setenv("SHAREGPT4V_KEEP_TORCHVISION", "1")
+    assert guard.hide_broken_torchvision() is False and "torchvision" not in sys.modules
+    monkeypatch.delenv("SHAREGPT4V_KEEP_TORCHVISION")
+    assert guard.hide_broken_torchvision() is True and sys.modules["torchvision"] is None
+    import importlib.util
+
+    assert importlib.util.find_spec("torchvision") is None
+    with pytest.raises(ImportError):
+        import torchvision  # noqa: F401
