@@ -1,8 +1,27 @@
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 here = Path(__file__).parent
+GUARD_PTH = "sharegpt4v-torchvision-guard.pth"
+
+
+class BuildPyWithGuard(build_py):
+    """Also puts `sharegpt4v-torchvision-guard.pth` at the root of site-packages: at interpreter start it hides a
+    torchvision that cannot load beside the installed torch (see sharegpt4v_torchvision_guard.py), which
+    `pip install lmms-eval` brings on CPU-only machines."""
+
+    def run(self) -> None:
+        super().run()
+        self.copy_file(str(here / GUARD_PTH), str(Path(self.build_lib) / GUARD_PTH), preserve_mode=0)
+        if getattr(self, "editable_mode", False):  # `pip install -e`: the wheel's root is install's install_lib
+            root = self.get_finalized_command("install").install_lib
+            self.copy_file(str(here / GUARD_PTH), str(Path(root) / GUARD_PTH), preserve_mode=0)
+
+    def get_outputs(self, include_bytecode: bool = True) -> list[str]:
+        return [*super().get_outputs(include_bytecode), str(Path(self.build_lib) / GUARD_PTH)]
+
 
 setup(
     name="transformers-sharegpt4v",
@@ -14,6 +33,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["transformers_sharegpt4v", "transformers_sharegpt4v.*"]),
+    py_modules=["sharegpt4v_torchvision_guard"],
+    cmdclass={"build_py": BuildPyWithGuard},
     include_package_data=True,
     package_data={"transformers_sharegpt4v": ["chat_templates/*.jinja"]},
     install_requires=[

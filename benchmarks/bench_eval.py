@@ -1,156 +1,158 @@
-"""Evaluation throughput and agreement: `EvalModel` (what `--model sharegpt4v` runs) vs the original loop.
+"""Evaluation throughput: lmms-eval's `--model sharegpt4v` (batched) vs lmms-eval's `llava_hf` on the llava-hf
+export of the same checkpoint (batch 1: the only size it supports), the peer the issue names.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_eval.py                       # tiny model built in code, CPU
-    python benchmarks/bench_eval.py --model ShareGPT4V-7B --max-new-tokens 16    # a converted checkpoint, GPU
+    OMP_NUM_THREADS=2 python benchmarks/bench_eval.py                  # tiny model built in code, CPU
+    python benchmarks/bench_eval.py --model ShareGPT4V-7B-plugin --max-new-tokens 16 --device cuda
 
-The questions are every row of the local fixture tasks (tests/fixtures/eval: MME, MMBench en/cn, SEED-I,
-ScienceQA-IMG, Q-Bench; 36 questions), each with its benchmark's prompt, conversation and padding, and one
-`max_new_tokens` for all (the tiny model's answers are noise that runs to the budget, so every loop does the
-same work). In this process, one run each:
-- peer, the original loop (model_vqa_loader.py's shape): one question at a time, processor + `generate`
-  (run first and again last: the two times show how much the machine's load moved the figures);
-- `EvalModel.generate` at batch 1 (how the paper's scripts ran) and at `--batch-size` (left-padded);
-- the whole `sharegpt4v eval` path in-process (lmms-eval's `simple_evaluate` on the written task YAMLs,
-  dataset loading and scoring included) at `--batch-size`, when lmms-eval is installed.
-It prints questions per CPU-second of this process (the wall time is shown too, but on a shared machine it
-moved 4x between runs of the same loop), the ratio to the peer, and how many answers equal the peer's (greedy
-decoding: the batched answers may differ only where left padding changes a near-tie in the logits).
+Both run lmms-eval's own CLI (`python -m lmms_eval`'s `main`), each in its own process, on the same documents:
+every row of the local fixture tasks (tests/fixtures/eval, the 12 benchmarks of the paper's table: 52
+questions, written out by `sharegpt4v eval`'s task writer), one `--gen_kwargs max_new_tokens=N` for both (the
+tiny model's answers are noise that runs to the budget, so both do the same decoding work). The peer is the
+llava-hf export made by `sharegpt4v convert PLUGIN OUT --to llava-hf`, with the same weights.
+
+Each process times its model's `generate_until` (the answering; model loading, dataset loading and scoring are
+left out, and shown apart as the process's wall time), in wall seconds and in CPU seconds of the process. On a
+machine shared with other jobs the wall time moves a lot between runs, the CPU time far less, so the ratio is
+given for both. Printed: documents per second of each, and the ratio sharegpt4v / llava_hf.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import datasets
-import torch
-from bench_caption import build_tiny_model  # the same tiny model as the captioning benchmark
-
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_DATA = ROOT / "tests" / "fixtures" / "eval"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def fixture_requests(max_new_tokens: int) -> list:
-    """(benchmark, GenerationRequest) for every row of the fixture tasks (SEED's video row left out)."""
-    from transformers_sharegpt4v.evaluation import BENCHMARKS, GenerationRequest
-    from transformers_sharegpt4v.evaluation.lmms_tasks import doc_to_visual
+def worker(model_name: str, timing_file: str, lmms_eval_argv: list[str]) -> None:
+    """Run lmms-eval's CLI in this process with `--model model_name`, timing the model's `generate_until`."""
+    from lmms_eval.cli.dispatch import main as lmms_eval_main
+    from lmms_eval.models import get_model
 
-    requests = []
-    for name, benchmark in BENCHMARKS.items():
-        rows = datasets.load_dataset("parquet", data_files=str(EVAL_DATA / f"{name}.parquet"), split="train")
-        for row in rows:
-            if row.get("data_type", "image") != "image":
-                continue
-            options = {
-                "max_new_tokens": max_new_tokens,
-                "conversation": benchmark.conversation,
-                "image_aspect_ratio": "pad" if benchmark.pad else "original",
-            }
-            requests.append(GenerationRequest(benchmark.prompt_text(row), doc_to_visual(row), options))
-    return requests
+    model_class = get_model(model_name)
+    original = model_class.generate_until
+    timing = {"wall": 0.0, "cpu": 0.0, "documents": 0}
 
+    def generate_until(self, requests):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            return original(self, requests)
+        finally:
+            timing["wall"] += time.perf_counter() - wall
+            timing["cpu"] += time.process_time() - cpu
+            timing["documents"] += len(requests)
 
-@torch.inference_mode()
-def original_loop(model, processor, requests) -> list[str]:
-    """The peer: one question at a time, prompt -> processor -> generate -> decode -> strip."""
-    from transformers_sharegpt4v.evaluation import build_prompt
-
-    answers = []
-    for request in requests:
-        prompt = build_prompt(request.question, len(request.images), request.options["conversation"])
-        pad = request.options["image_aspect_ratio"] == "pad"
-        inputs = processor(text=prompt, images=request.images, do_pad=pad, return_tensors="pt").to(model.device)
-        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-        out = model.generate(**inputs, max_new_tokens=request.options["max_new_tokens"], do_sample=False)
-        answers.append(processor.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))
-    return [a.strip() for a in answers]
+    model_class.generate_until = generate_until
+    sys.argv = ["lmms_eval", "--model", model_name, *lmms_eval_argv]
+    started = time.perf_counter()
+    try:
+        lmms_eval_main()
+    except SystemExit as stop:
+        if stop.code:
+            raise
+    finally:
+        timing["process_wall"] = time.perf_counter() - started
+        Path(timing_file).write_text(json.dumps(timing))
 
 
-def timed(fn):
-    """(result, CPU seconds of this process). On a machine shared with other jobs the wall time of the same loop
-    moved 4x between runs; the CPU time this process spends moves far less, so the ratios use it."""
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
-    result = fn()
-    WALL.append(time.perf_counter() - start_wall)
-    return result, time.process_time() - start_cpu
-
-
-WALL: list[float] = []
+def run(model_name: str, model_args: str, tasks_dir: Path, tasks: list[str], batch: int, args, out: Path) -> dict:
+    """One lmms-eval process; its timing and the answers it logged."""
+    out.mkdir(parents=True, exist_ok=True)
+    timing_file = out / "timing.json"
+    argv = [sys.executable, __file__, "--worker", model_name, "--timing-file", str(timing_file), "--"]
+    argv += ["--model_args", model_args, "--include_path", str(tasks_dir), "--tasks", ",".join(tasks)]
+    argv += ["--batch_size", str(batch), "--gen_kwargs", f"max_new_tokens={args.max_new_tokens}"]
+    argv += ["--output_path", str(out), "--log_samples", "--verbosity", "ERROR"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "LMMS_EVAL_DATASETS_CACHE": str(out / "c")}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    if done.returncode != 0 or not timing_file.exists():
+        sys.exit(f"bench_eval: the {model_name} run failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}")
+    timing = json.loads(timing_file.read_text())
+    if not list(out.rglob("*_results.json")):  # lmms-eval exits 0 when a run fails: check that it wrote results
+        sys.exit(f"bench_eval: the {model_name} run wrote no results:\n{done.stderr[-4000:]}")
+    timing["answers"] = {}
+    for samples in out.rglob("*_samples_*.jsonl"):
+        for line in samples.read_text().splitlines():
+            sample = json.loads(line)
+            timing["answers"][f"{samples.name.split('_samples_')[-1]}/{sample['doc_id']}"] = sample["filtered_resps"]
+    return timing
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="plugin checkpoint (default: a tiny model built in code)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=8)
-    args = parser.parse_args()
+    parser.add_argument("--batch-size", type=int, default=8, help="sharegpt4v's batch size (llava_hf runs 1)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--timing-file", default=None, help=argparse.SUPPRESS)
+    args, rest = parser.parse_known_args()
+    if args.worker:
+        worker(args.worker, args.timing_file, [a for a in rest if a != "--"])
+        return
 
-    from transformers_sharegpt4v.evaluation import EvalModel
+    from transformers_sharegpt4v.evaluation import write_tasks
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_path = args.model or str(build_tiny_model(Path(tmp) / "model"))
-        evaluator = EvalModel.from_pretrained(model_path)
-        requests = fixture_requests(args.max_new_tokens)
-        n = len(requests)
-        original_loop(evaluator.model, evaluator.processor, requests[:2])  # warm-up
-        peer, t_peer = timed(lambda: original_loop(evaluator.model, evaluator.processor, requests))
-        one, t_one = timed(lambda: evaluator.generate(requests))
-        batched_model = EvalModel(evaluator.model, evaluator.processor, batch_size=args.batch_size)
-        batched, t_batched = timed(lambda: batched_model.generate(requests))
-        _, t_peer_again = timed(lambda: original_loop(evaluator.model, evaluator.processor, requests))
+        tmp = Path(tmp)
+        if args.model:
+            plugin = Path(args.model)
+        else:
+            from bench_caption import build_tiny_model  # the same tiny model as the captioning benchmark
 
-        def agree(answers: list[str]) -> str:
-            return f"{sum(a == b for a, b in zip(answers, peer, strict=True))}/{n} answers equal the peer's"
+            plugin = build_tiny_model(tmp / "plugin")
+        export = tmp / "llava_hf"
+        converted = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "transformers_sharegpt4v.cli",
+                "convert",
+                str(plugin),
+                str(export),
+                "--to",
+                "llava-hf",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if converted.returncode != 0:
+            sys.exit(f"bench_eval: the llava-hf export failed: {converted.stderr[-2000:]}")
+        tasks = list(write_tasks(EVAL_DATA, tmp / "tasks"))
+        common = f"device={args.device},dtype=float32"
+        ours = run(
+            "sharegpt4v", f"pretrained={plugin},{common}", tmp / "tasks", tasks, args.batch_size, args, tmp / "a"
+        )
+        # llava_hf's default device_map "" is refused by transformers 5: name the device
+        peer_args = f"pretrained={export},{common},device_map={args.device}"
+        peer = run("llava_hf", peer_args, tmp / "tasks", tasks, 1, args, tmp / "b")
 
-        t_ref = min(t_peer, t_peer_again)  # ratios against the peer's faster run: the conservative one
-        device = evaluator.model.device
+    n = ours["documents"]
+    if n != peer["documents"]:
+        sys.exit(f"bench_eval: the runs answered {n} and {peer['documents']} documents")
+    same = sum(ours["answers"].get(key) == value for key, value in peer["answers"].items())
+    print(
+        f"bench_eval: {n} documents ({len(tasks)} fixture tasks), max_new_tokens={args.max_new_tokens}, "
+        f"{args.device}, model={args.model or 'tiny'}, one lmms-eval process each"
+    )
+    for name, timing, batch in (("llava_hf (peer)", peer, 1), ("sharegpt4v", ours, args.batch_size)):
         print(
-            f"bench_eval: {n} questions, max_new_tokens={args.max_new_tokens}, {device}, model={args.model or 'tiny'}"
+            f"{name:<16} batch {batch:<2} {n / timing['wall']:7.2f} docs/s wall ({timing['wall']:.1f} s), "
+            f"{n / timing['cpu']:7.2f} docs/cpu-s ({timing['cpu']:.1f} cpu-s); process {timing['process_wall']:.1f} s"
         )
-        print(
-            f"original loop (peer, batch 1):   {n / t_peer:7.2f} questions/cpu-s  ({t_peer:.1f} cpu-s, {WALL[0]:.1f} s wall; "
-            f"run again after the others: {t_peer_again:.1f} cpu-s, {WALL[3]:.1f} s wall; ratios use the faster)"
-        )
-        print(
-            f"EvalModel batch 1:               {n / t_one:7.2f} questions/cpu-s  ({t_one:.1f} cpu-s, {WALL[1]:.1f} s wall)  "
-            f"{t_ref / t_one:.2f}x the peer, {agree(one)}"
-        )
-        print(
-            f"EvalModel batch {args.batch_size:<3}             {n / t_batched:7.2f} questions/cpu-s  ({t_batched:.1f} cpu-s, "
-            f"{WALL[2]:.1f} s wall)  "
-            f"{t_ref / t_batched:.2f}x the peer, {agree(batched)}"
-        )
-        try:
-            from lmms_eval.evaluator import simple_evaluate
-            from lmms_eval.tasks import TaskManager
-        except ImportError:
-            print("sharegpt4v eval (lmms-eval):     skipped, lmms-eval is not installed (pip install .[eval])")
-            return
-        from transformers_sharegpt4v.evaluation import write_tasks
-        from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
-
-        tasks = write_tasks(EVAL_DATA, Path(tmp) / "tasks")
-        lm = ShareGPT4VLmms.from_evaluator(batched_model, model_path)
-
-        def run_lmms_eval():
-            return simple_evaluate(
-                model=lm,
-                tasks=list(tasks),
-                task_manager=TaskManager("ERROR", include_path=str(Path(tmp) / "tasks"), model_name="sharegpt4v"),
-                gen_kwargs=f"max_new_tokens={args.max_new_tokens}",
-                bootstrap_iters=0,
-                verbosity="ERROR",
-            )
-
-        results, t_lmms = timed(run_lmms_eval)
-        done = sum(v.get("effective", 0) for v in results["n-samples"].values())
-        print(
-            f"sharegpt4v eval (lmms-eval) b{args.batch_size:<3} {done / t_lmms:7.2f} questions/cpu-s  ({t_lmms:.1f} cpu-s, "
-            f"{WALL[4]:.1f} s wall, {done} questions, data loading and scoring included)  "
-            f"{t_ref / n * done / t_lmms:.2f}x the peer"
-        )
+    print(
+        f"ratio sharegpt4v b{args.batch_size} / llava_hf b1: {peer['wall'] / ours['wall']:.2f}x (wall), "
+        f"{peer['cpu'] / ours['cpu']:.2f}x (cpu); {same}/{n} answers equal (the peer's prompt and pixels differ: "
+        "chat template, no pad to square)"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from transformers_sharegpt4v.evaluation.protocol import (
     mme_perception,
     parse_yes_no,
 )
-from transformers_sharegpt4v.evaluation.report import format_report, report_rows
+from transformers_sharegpt4v.evaluation.report import format_markdown, format_report, report_rows
 from transformers_sharegpt4v.evaluation.scoring import score_row
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -111,6 +111,27 @@ def test_question_texts_are_the_original_question_files():
     assert BENCHMARKS["qbench"].prompt_text(rows("qbench")[0]) == (
         "Is the dog in focus?\nChoose between one of the options as follows:\nA. Yes\nB. No\n"
     )
+    assert BENCHMARKS["gqa"].prompt_text(rows("gqa")[0]) == (
+        "What animal is this?\nAnswer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["vqav2"].prompt_text(rows("vqav2")[1]) == (
+        "How many cats are there?\nAnswer the question using a single word or phrase."
+    )
+    # TextVQA: capitalized question, the row's OCR tokens as they are; no OCR line when the row has none
+    textvqa = rows("textvqa")
+    assert BENCHMARKS["textvqa"].prompt_text(textvqa[0]) == (
+        "What is the brand of this camera?\nReference OCR token: NYC, TAXI, Ford\n"
+        "Answer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["textvqa"].prompt_text(textvqa[1]) == (
+        "What is written on the sign?\nAnswer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["vizwiz"].prompt_text(rows("vizwiz")[0]) == (
+        "What is this?\nWhen the provided information is insufficient, respond with 'Unanswerable'.\n"
+        "Answer the question using a single word or phrase."
+    )
+    assert BENCHMARKS["mmvet"].prompt_text(rows("mmvet")[0]) == "What is in the water?"
+    assert BENCHMARKS["llava_bench"].prompt_text(rows("llava_bench")[0]) == "What is unusual about this image?"
 
 
 def test_prompt_is_the_conversation_template_text():
@@ -297,11 +318,12 @@ def test_row_scores_on_the_fixtures():
     assert score_row("mme", rows("mme")[1], "No")["correct"] is True
     assert score_row("mme", rows("mme")[1], "Yes, there is")["correct"] is False
     mmbench = rows("mmbench_en")  # row 1 is question 0 with the options rotated: "dog" is D
-    assert score_row("mmbench_en", mmbench[1], "D. dog") == {
-        "index": 1_000_000,
-        "category": "fixture",
-        "correct": True,
-    }
+    record = score_row("mmbench_en", mmbench[1], "D. dog")
+    assert (record["index"], record["correct"], record["prediction"]) == (1_000_000, True, "D. dog")
+    assert record["row"]["D"] == "dog" and "image" not in record["row"]
+    # GQA: convert_gqa_for_eval's rstrip('.') + lower, then exact match
+    assert score_row("gqa", rows("gqa")[0], "Dog.")["correct"] is True
+    assert score_row("gqa", rows("gqa")[0], "a dog")["correct"] is False
     assert score_row("scienceqa_img", rows("scienceqa_img")[1], "B")["correct"] is True
     qbench = rows("qbench")
     assert score_row("qbench", qbench[3], "D")["correct"] is True
@@ -312,6 +334,21 @@ def test_row_scores_on_the_fixtures():
 
 
 # ------------------------------------------------------------------------------------------------ tasks
+
+
+@needs_lmms_eval
+def test_vqa_accuracy_is_the_min_of_matches_over_three():
+    """TextVQA's rule by hand: row 304 has 3 x "sony" and 7 x "lg". Leaving out one of the ten references at a time,
+    "sony" matches 2 others (when a "sony" is left out: 3 times) or 3 (7 times): (3 x 2/3 + 7 x 1) / 10."""
+    from transformers_sharegpt4v.evaluation.scoring import vqa_accuracy
+
+    row = rows("textvqa")[3]
+    assert score_row("textvqa", row, "Sony.")["score"] == pytest.approx((3 * 2 / 3 + 7) / 10)
+    assert score_row("textvqa", row, "LG")["score"] == pytest.approx(1.0)
+    assert score_row("textvqa", row, "panasonic")["score"] == 0.0
+    # the EvalAI normalization: articles, punctuation, number words
+    assert vqa_accuracy("Two dogs", ["2 dogs"] * 10) == 1.0
+    assert vqa_accuracy("the pier", ["pier"] * 3 + ["dock"] * 7) == pytest.approx(0.3 * 2 / 3 + 0.7)
 
 
 def test_write_tasks_points_at_the_data_by_absolute_path(tmp_path):
@@ -347,7 +384,7 @@ def test_write_tasks_reads_save_to_disk_folders_and_names_missing_data(tmp_path)
     with pytest.raises(ValueError, match=r"mme\.parquet"):
         write_tasks(data, tmp_path / "tasks", ["mme"])
     with pytest.raises(ValueError, match="the local tasks are"):
-        write_tasks(data, tmp_path / "tasks", ["vqav2"])
+        write_tasks(data, tmp_path / "tasks", ["pope"])
     with pytest.raises(ValueError, match="No benchmark data"):
         write_tasks(tmp_path / "empty", tmp_path / "tasks")
 
@@ -357,19 +394,28 @@ def test_report_table_and_paper_numbers():
         "results": {
             "sharegpt4v_mme": {"alias": "x", "mme_perception,none": 1500.0, "mme_perception_stderr,none": "N/A"},
             "sharegpt4v_qbench": {"accuracy,none": 50.0, "accuracy_stderr_clt,none": 1.0},
+            "sharegpt4v_mmvet": {"submission,none": 218},
         },
         "n-samples": {
             "sharegpt4v_mme": {"original": 8, "effective": 8},
             "sharegpt4v_qbench": {"original": 4, "effective": 2},
+            "sharegpt4v_mmvet": {"original": 218, "effective": 218},
         },
     }
     got = report_rows(results)
     assert [(r["task"], r["metric"], r["value"], r["paper"]) for r in got] == [
         ("sharegpt4v_mme", "mme_perception", 1500.0, 1567.4),
         ("sharegpt4v_qbench", "accuracy", 50.0, 63.4),
+        ("sharegpt4v_mmvet", "submission", 218.0, 37.6),
     ]
     table = format_report(got)
     assert "1567.4" in table and "2/4" in table
+    markdown = format_markdown(got, "/runs/eval/submissions").splitlines()
+    assert markdown[0].startswith("| benchmark | metric | this run | paper (ShareGPT4V-7B) |")
+    assert markdown[2] == "| MME | mme_perception | 1500.00 | 1567.4 | 8 | local |"
+    assert markdown[3] == "| Q-Bench (LLVisionQA) | accuracy | 50.00 | 63.4 | 2 of 4 | local |"
+    assert markdown[4].startswith("| MM-Vet | submission | 218 answers | 37.6 | 218 | submit ")
+    assert "/runs/eval/submissions/mmvet_results.json to the GPT-4 judge" in markdown[4]
 
 
 # ------------------------------------------------------------------------------------------------ command
@@ -379,10 +425,46 @@ def test_eval_command_errors(tmp_path, capsys):
     base = ["eval", "--data", str(EVAL_DATA), "--output", str(tmp_path / "out")]
     assert main([*base, "--model", str(tmp_path / "nowhere")]) == 2
     assert "nowhere: no such checkpoint folder" in capsys.readouterr().err
-    assert main([*base, "--model", str(tmp_path), "--tasks", "mme,vqav2"]) == 2
+    assert main([*base, "--model", str(tmp_path), "--tasks", "mme,pope"]) == 2
     assert "the local tasks are" in capsys.readouterr().err
     assert main([*base, "--model", str(tmp_path), "--limit", "0"]) == 2
     assert "--limit must be a positive integer" in capsys.readouterr().err
+
+
+def test_eval_names_missing_columns_and_a_failed_run_in_one_line(checkpoint, tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    data.mkdir()
+    datasets.Dataset.from_list(
+        [{k: v for k, v in row.items() if k != "ocr_tokens"} for row in rows("textvqa")]
+    ).to_parquet(str(data / "textvqa.parquet"))
+    capsys.readouterr()  # the parquet writer's progress bar
+    base = ["eval", "--model", str(checkpoint), "--data", str(data), "--output", str(tmp_path / "out")]
+    assert main([*base, "--tasks", "textvqa"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "textvqa.parquet: textvqa rows need the column(s) ocr_tokens" in err
+
+    from transformers_sharegpt4v.evaluation import cli as eval_cli
+
+    def failing(*args):
+        raise RuntimeError("the model ran out of memory\n at step 3")
+
+    monkeypatch.setattr(eval_cli, "evaluate", failing)
+    assert main(["eval", "--model", str(checkpoint), "--data", str(EVAL_DATA), "--output", str(tmp_path / "o"),
+                 "--tasks", "gqa"]) == 1  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "sharegpt4v eval: error: the lmms-eval run failed: RuntimeError: the model ran out of memory at step 3"
+    )
+
+
+def test_tasks_paper_writes_the_twelve_benchmarks(checkpoint, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["eval", "--model", str(checkpoint), "--data", str(EVAL_DATA), "--output", str(out), "--tasks",
+                 "paper", "--tasks-only"]) == 0  # fmt: skip
+    written = sorted(p.stem.removeprefix("sharegpt4v_") for p in (out / "tasks").iterdir())
+    assert written == sorted(["vqav2", "gqa", "vizwiz", "scienceqa_img", "textvqa", "mme", "mmbench_en", "mmbench_cn",
+                              "seedbench", "llava_bench", "mmvet", "qbench"])  # fmt: skip
+    assert "Wrote 12 task(s)" in capsys.readouterr().out
 
 
 def test_tasks_only_prints_the_lmms_eval_command(checkpoint, tmp_path, capsys):
@@ -421,6 +503,19 @@ def test_entry_point_registers_the_model():
 
 
 @needs_lmms_eval
+def test_lmms_eval_model_refuses_a_released_checkpoint_with_the_convert_command(tmp_path):
+    from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
+
+    released = tmp_path / "ShareGPT4V-7B"
+    released.mkdir()
+    config = {"model_type": "share4v", "architectures": ["Share4VLlamaForCausalLM"], "hidden_size": 4096,
+              "mm_vision_tower": "Lin-Chen/ShareGPT4V-7B_Pretrained_vit-large336-l12"}  # fmt: skip
+    (released / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=f"run `sharegpt4v convert {released} {released}-converted`"):
+        ShareGPT4VLmms(pretrained=str(released), device="cpu")
+
+
+@needs_lmms_eval
 def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
     """lmms-eval runs every local task on the fixtures with scripted answers ("Yes" to short-answer questions,
     "B" to the rest); the metrics equal a count by hand over the fixture rows."""
@@ -438,6 +533,7 @@ def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
         return ["Yes" if r.question.endswith("single word or phrase.") else "B" for r in requests]
 
     monkeypatch.setattr(lm.evaluator, "generate", scripted)
+    monkeypatch.chdir(tmp_path)  # without --output_path, lmms-eval's submission files go to ./submissions
     write_tasks(EVAL_DATA, tmp_path / "tasks")
     results = simple_evaluate(
         model=lm,
@@ -456,7 +552,36 @@ def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
     assert results["sharegpt4v_seedbench"]["accuracy,none"] == pytest.approx(50.0)  # the video row is left out
     assert results["sharegpt4v_scienceqa_img"]["accuracy,none"] == pytest.approx(50.0)
     assert results["sharegpt4v_qbench"]["accuracy,none"] == pytest.approx(50.0)
-    assert len(asked) == 8 + 8 + 8 + 4 + 4 + 4
+    assert results["sharegpt4v_gqa"]["accuracy,none"] == pytest.approx(25.0)  # only row 203's answer is "yes"
+    assert results["sharegpt4v_textvqa"]["accuracy,none"] == 0.0  # no reference says "yes"
+    # judge/server benchmarks: the answers go to the files to submit, in the original converters' formats
+    for name, count in {
+        "vqav2": 2,
+        "vizwiz": 2,
+        "llava_bench": 2,
+        "mmvet": 2,
+        "mmbench_en": 8,
+        "mmbench_cn": 8,
+    }.items():
+        assert results[f"sharegpt4v_{name}"]["submission,none"] == count
+    submitted = tmp_path / "submissions"
+    assert json.loads((submitted / "vqav2_testdev_submission.json").read_text()) == [
+        {"question_id": 401, "answer": "yes"}, {"question_id": 402, "answer": "yes"},
+    ]  # fmt: skip
+    assert json.loads((submitted / "vizwiz_test_submission.json").read_text())[0] == {
+        "image": "VizWiz_test_00000001.jpg",
+        "answer": "yes",
+    }
+    assert json.loads((submitted / "mmvet_results.json").read_text()) == {"v1_0": "B", "v1_1": "B"}
+    llava = [json.loads(line) for line in (submitted / "llava_bench_answers.jsonl").read_text().splitlines()]
+    assert [(a["question_id"], a["prompt"], a["text"]) for a in llava] == [
+        (0, "What is unusual about this image?", "B"), (1, "Describe the image in detail.", "B"),
+    ]  # fmt: skip
+    import pandas
+
+    table = pandas.read_excel(submitted / "mmbench_en_submission.xlsx")
+    assert list(table["prediction"]) == ["B"] * 8 and list(table["index"])[:2] == [0, 1_000_000]
+    assert len(asked) == 8 + 8 + 8 + 4 + 4 + 4 + 4 + 4 + 2 + 2 + 2 + 2
     qbench = [r for r in asked if r.options.get("conversation") == "share4v_v1"]
     assert len(qbench) == 4 and all(r.options["image_aspect_ratio"] == "original" for r in qbench)
     assert all(len(r.images) == 1 and r.images[0].mode == "RGB" for r in asked)
@@ -494,7 +619,8 @@ def test_lmms_eval_cli_and_sharegpt4v_eval_on_a_checkpoint(checkpoint, tmp_path)
     out = tmp_path / "eval"
     done = _run(
         [sys.executable, "-m", "transformers_sharegpt4v.cli", "eval", "--model", str(checkpoint), "--data",
-         str(EVAL_DATA), "--tasks", "scienceqa_img", "--output", str(out), "--limit", "2", "--max-new-tokens", "2"],
+         str(EVAL_DATA), "--tasks", "scienceqa_img,gqa,textvqa,mmvet", "--output", str(out), "--limit", "2",
+         "--max-new-tokens", "2", "--batch-size", "2"],
         tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -505,3 +631,155 @@ def test_lmms_eval_cli_and_sharegpt4v_eval_on_a_checkpoint(checkpoint, tmp_path)
     assert len(samples) == 2 and all(isinstance(s["answer"], str) and "correct" in s for s in samples)
     assert samples[0]["question"] == BENCHMARKS["scienceqa_img"].prompt_text(rows("scienceqa_img")[0])
     assert json.loads((out / "results.json").read_text())["results"]["sharegpt4v_scienceqa_img"]
+    report = (out / "report.md").read_text()
+    assert "| GQA (test-dev balanced) | accuracy |" in report and "| 63.3 | 2 of 4 | local |" in report
+    assert (
+        "| MM-Vet | submission | 2 answers | 37.6 |" in report
+        and f"{out / 'submissions'}/mmvet_results.json" in report
+    )
+    assert len(json.loads((out / "submissions" / "mmvet_results.json").read_text())) == 2
+    assert "MM-Vet: submit submissions/mmvet_results.json to the GPT-4 judge" in done.stdout
+
+
+SHORT = "Answer the question using a single word or phrase."
+LETTER = "Answer with the option's letter from the given choices directly."
+
+
+def original_question(task: str, row: dict) -> str:
+    """The question file's text, written out here from LLaVA's question files (not through `protocol`)."""
+    if task == "mme":
+        return row["question"].replace("  Please answer yes or no.", "").replace(" Please answer yes or no.", "") + (
+            "\n" + SHORT
+        )
+    if task == "mmbench_en":
+        text = (f"{row['hint']}\n" if row["hint"] else "") + row["question"]
+        return text + "".join(f"\n{x}. {row[x]}" for x in "ABCD" if row[x] is not None) + "\n" + LETTER
+    if task == "gqa":
+        return row["question"] + "\n" + SHORT
+    if task == "textvqa":
+        ocr = f"\nReference OCR token: {', '.join(row['ocr_tokens'])}" if row["ocr_tokens"] else ""
+        return row["question"][0].upper() + row["question"][1:] + ocr + "\n" + SHORT
+    raise AssertionError(task)
+
+
+def original_pixels(image: Image.Image) -> torch.Tensor:
+    """LLaVA's expand2square with the CLIP mean as integers, then CLIP's 336 preprocessing (numpy)."""
+    import numpy as np
+
+    image = image.convert("RGB")
+    width, height = image.size
+    side = max(width, height)
+    canvas = Image.new("RGB", (side, side), (122, 116, 104))
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    pixels = np.asarray(canvas.resize((336, 336), Image.BICUBIC), dtype=np.float64) / 255.0
+    mean, std = np.array([0.48145466, 0.4578275, 0.40821073]), np.array([0.26862954, 0.26130258, 0.27577711])
+    return torch.from_numpy(((pixels - mean) / std).transpose(2, 0, 1)).float()
+
+
+@pytest.mark.slow
+@needs_lmms_eval
+def test_lmms_eval_cli_feeds_generate_the_original_prompts_and_pixels(
+    checkpoint, spm_model_file, tmp_path, monkeypatch
+):
+    """lmms-eval's own CLI (its `main`, in this process so that `generate` can be watched) with --model sharegpt4v on
+    the MME, MMBench, GQA and TextVQA fixtures, at batch 1 and batch 4: every prompt's ids equal the original
+    evaluation prompt tokenized as the original does (split at <image>, each piece by SentencePiece, BOS once, the
+    image's 576 positions between), the pixels equal the padded original preprocessing, and batch 4 answers equal
+    batch 1's."""
+    import sentencepiece
+    from lmms_eval.cli.dispatch import main as lmms_eval_main
+
+    from transformers_sharegpt4v import ShareGPT4VConfig, ShareGPT4VForCausalLM
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(spm_model_file))
+    image_token = ShareGPT4VConfig.from_pretrained(checkpoint).image_token_id
+    tasks = {"mme": "mme", "mmbench_en": "mmbench_en", "gqa": "gqa", "textvqa": "textvqa"}
+    expected = {}  # ids -> pixels
+    for task in tasks:
+        for row in rows(task):
+            before, after = f"{VICUNA} USER: <image>\n{original_question(task, row)} ASSISTANT:".split("<image>")
+            ids = [1] + sp.encode(before) + [image_token] * 576 + sp.encode(after)
+            expected[tuple(ids)] = original_pixels(row["image"])
+    assert len(expected) == 8 + 8 + 4 + 4
+
+    fed = []
+    generate = ShareGPT4VForCausalLM.generate
+
+    def spy(self, *args, **kwargs):
+        for ids, mask, pixels in zip(
+            kwargs["input_ids"], kwargs["attention_mask"], kwargs["pixel_values"], strict=True
+        ):
+            fed.append((tuple(ids[mask.bool()].tolist()), pixels.clone(), int(len(kwargs["input_ids"]))))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(ShareGPT4VForCausalLM, "generate", spy)
+    monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "cache"))
+    write_tasks(EVAL_DATA, tmp_path / "tasks", list(tasks))
+    answers = {}
+    for batch in (1, 4):
+        fed.clear()
+        out = tmp_path / f"batch{batch}"
+        argv = ["lmms_eval", "--model", "sharegpt4v", "--model_args", f"pretrained={checkpoint},device=cpu",
+                "--include_path", str(tmp_path / "tasks"), "--tasks", ",".join(f"sharegpt4v_{t}" for t in tasks),
+                "--batch_size", str(batch), "--gen_kwargs", "max_new_tokens=3", "--output_path", str(out),
+                "--log_samples"]  # fmt: skip
+        monkeypatch.setattr(sys, "argv", argv)
+        try:
+            lmms_eval_main()
+        except SystemExit as stop:
+            assert not stop.code
+        assert sorted(ids for ids, _, _ in fed) == sorted(expected)
+        for ids, pixels, _ in fed:
+            torch.testing.assert_close(pixels, expected[ids], atol=1e-5, rtol=0)
+        assert max(size for _, _, size in fed) == batch
+        answers[batch] = {}
+        for task in tasks:
+            (samples,) = out.rglob(f"*samples_sharegpt4v_{task}.jsonl")
+            for line in samples.read_text().splitlines():
+                sample = json.loads(line)
+                answers[batch][task, sample["doc_id"]] = sample["filtered_resps"]
+    assert len(answers[1]) == 24 and answers[4] == answers[1]
+
+
+# ------------------------------------------------------------------------------------------------ torchvision guard
+
+
+def test_torchvision_guard_reads_the_libraries_an_ops_library_needs(tmp_path, monkeypatch):
+    """`needed_libraries` equals the ELF's DT_NEEDED list (as readelf prints it, where readelf exists, else as
+    written out here for torch's libshm.so); a fake torchvision whose `_C.so` needs a torch library that the fake
+    torch does not ship is judged broken and blocked, one whose needs are all shipped is left alone."""
+    import shutil
+
+    import sharegpt4v_torchvision_guard as guard
+
+    libshm = Path(torch.__file__).parent / "lib" / "libshm.so"
+    needed = guard.needed_libraries(libshm)
+    if shutil.which("readelf"):
+        listing = subprocess.run(["readelf", "-d", str(libshm)], capture_output=True, text=True, check=True).stdout
+        assert needed == [line.split("[", 1)[1].rstrip("]") for line in listing.splitlines() if "(NEEDED)" in line]
+    assert needed[:3] == ["libtorch_cpu.so", "librt.so.1", "libc10.so"]
+    assert guard.needed_libraries(__file__) == []  # not an ELF file
+
+    site = tmp_path / "site"
+    (site / "torchvision").mkdir(parents=True)
+    (site / "torchvision" / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')")
+    shutil.copy(libshm, site / "torchvision" / "_C.so")  # needs libtorch_cpu.so and libc10.so
+    (site / "torch" / "lib").mkdir(parents=True)
+    (site / "torch" / "__init__.py").write_text("")
+    (site / "torch" / "lib" / "libc10.so").write_text("")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # records the state to restore after the test
+    monkeypatch.delitem(sys.modules, "torchvision")
+    assert guard.torchvision_links() is False
+    (site / "torch" / "lib" / "libtorch_cpu.so").write_text("")
+    assert guard.torchvision_links() is True and guard.hide_broken_torchvision() is False
+    (site / "torch" / "lib" / "libtorch_cpu.so").unlink()
+    monkeypatch.setenv("SHAREGPT4V_KEEP_TORCHVISION", "1")
+    assert guard.hide_broken_torchvision() is False and "torchvision" not in sys.modules
+    monkeypatch.delenv("SHAREGPT4V_KEEP_TORCHVISION")
+    assert guard.hide_broken_torchvision() is True and sys.modules["torchvision"] is None
+    import importlib.util
+
+    assert importlib.util.find_spec("torchvision") is None
+    with pytest.raises(ImportError):
+        import torchvision  # noqa: F401

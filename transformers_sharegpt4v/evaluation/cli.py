@@ -2,25 +2,31 @@
 paper's ShareGPT4V-7B numbers.
 
     sharegpt4v eval --model ShareGPT4V-7B --data eval_data/ --output runs/eval        # every benchmark found
-    sharegpt4v eval --model ShareGPT4V-7B --data eval_data/ --tasks mme,qbench --output runs/eval --limit 20
+    sharegpt4v eval --model ShareGPT4V-7B --data eval_data/ --tasks paper --output runs/eval  # the paper's table
+    sharegpt4v eval --model ShareGPT4V-7B --data eval_data/ --tasks mme,gqa --output runs/eval --limit 20
     sharegpt4v eval --model ... --data eval_data/ --output runs/eval --tasks-only   # then lmms-eval's own CLI:
     python -m lmms_eval --model sharegpt4v --model_args pretrained=ShareGPT4V-7B \\
         --include_path runs/eval/tasks --tasks sharegpt4v_mme --batch_size 1
 
 OUT gets `tasks/` (the task YAMLs), `results.json` (lmms-eval's results), `samples/TASK.jsonl` (each row's
-answer and score) and `report.txt`. Needs `pip install "transformers-sharegpt4v[eval]"`.
+answer and score), `submissions/` (the files to submit for benchmarks scored by a GPT-4 judge or an evaluation
+server: LLaVA-Bench, MM-Vet, VQAv2, VizWiz, MMBench), `report.md` (the markdown table beside the paper's
+ShareGPT4V-7B numbers) and `report.txt`. Any failure exits non-zero with one line (lmms-eval's own CLI exits 0
+when a run fails). Needs `pip install "transformers-sharegpt4v[eval]"`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
 from ..errors import MissingFileError, UsageError
-from .protocol import BENCHMARKS
+from .protocol import BENCHMARKS, PAPER_TASKS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tasks",
         default=None,
-        help=f"comma-separated benchmarks (default: every one with data): {', '.join(BENCHMARKS)}",
+        help=f"'paper' (the paper's table) or comma-separated benchmarks (default: every one with data): "
+        f"{', '.join(BENCHMARKS)}",
     )
     parser.add_argument("--limit", type=int, default=None, help="only the first N rows of each task (a smoke test)")
     parser.add_argument("--batch-size", type=int, default=1, help="questions per generate call (1: as the paper)")
@@ -75,8 +82,13 @@ def _check(args: argparse.Namespace) -> list[str] | None:
         return None
     names = [name.strip() for name in args.tasks.split(",") if name.strip()]
     if not names:
-        raise UsageError("--tasks is empty; name benchmarks such as mme,qbench.")
-    return names
+        raise UsageError("--tasks is empty; name benchmarks such as mme,qbench, or paper.")
+    expanded: list[str] = []
+    for name in names:
+        for item in PAPER_TASKS if name == "paper" else (name,):
+            if item not in expanded:
+                expanded.append(item)
+    return expanded
 
 
 def check_model_path(model: str) -> None:
@@ -104,12 +116,28 @@ def run(args: argparse.Namespace) -> int:
     if args.tasks_only:
         print(f"Wrote {len(written)} task(s) to {output / 'tasks'}. Run them with lmms-eval:\n{command}")
         return 0
-    results = evaluate(args, output / "tasks", list(written))
+    try:
+        results = evaluate(args, output / "tasks", list(written))
+    except (UsageError, KeyboardInterrupt):
+        raise
+    except Exception as error:  # one line, non-zero: lmms-eval's own CLI would print a traceback and exit 0
+        if os.environ.get("SHAREGPT4V_DEBUG"):
+            raise
+        message = " ".join(str(error).split()) or "no message"
+        print(f"sharegpt4v eval: error: the lmms-eval run failed: {type(error).__name__}: {message}", file=sys.stderr)
+        return 1
+    missing = [task for task in written if task not in results.get("results", {})]
+    if missing:
+        print(f"sharegpt4v eval: error: lmms-eval returned no results for {', '.join(missing)}.", file=sys.stderr)
+        return 1
     return write_outputs(results, output, command)
 
 
 def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dict[str, Any]:
     """lmms-eval's `simple_evaluate` with `--model sharegpt4v` (found through its entry point) on `tasks`."""
+    from .compat import hide_broken_torchvision
+
+    hide_broken_torchvision()  # see `compat`: before lmms-eval and the model import transformers' processors
     try:
         from lmms_eval.evaluator import simple_evaluate
         from lmms_eval.tasks import TaskManager
@@ -130,15 +158,30 @@ def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dic
         log_samples=True,
         bootstrap_iters=0,
         verbosity="WARNING",
+        # the `submission` metric writes OUTPUT/submissions/ (lmms-eval hands these args to aggregations)
+        cli_args=_lmms_eval_cli_args(Path(args.output).resolve()),
     )
     if not results or not results.get("results"):
         raise RuntimeError("lmms-eval returned no results (see its log above).")
     return results
 
 
+def _lmms_eval_cli_args(output: Path) -> argparse.Namespace:
+    """The arguments lmms-eval's CLI would pass with `--output_path output` (its defaults for the rest: the
+    evaluator reads several of them)."""
+    from lmms_eval.__main__ import parse_eval_args
+
+    argv = sys.argv
+    try:
+        sys.argv = ["lmms_eval", "--output_path", str(output)]
+        return parse_eval_args()[1]
+    finally:
+        sys.argv = argv
+
+
 def write_outputs(results: dict[str, Any], output: Path, command: str) -> int:
     """results.json, samples/TASK.jsonl, report.txt under `output`; print the report."""
-    from .report import format_report, report_rows
+    from .report import format_markdown, format_report, report_rows
 
     samples = results.pop("samples", {}) or {}
     (output / "samples").mkdir(parents=True, exist_ok=True)
@@ -156,7 +199,15 @@ def write_outputs(results: dict[str, Any], output: Path, command: str) -> int:
                     record["correct"] = scored["correct"]
                 handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
     (output / "results.json").write_text(json.dumps(results, indent=2, default=str), encoding="utf-8")
-    report = format_report(report_rows(results))
+    rows = report_rows(results)
+    report = format_report(rows)
     (output / "report.txt").write_text(f"{report}\n\nSame run with lmms-eval's CLI:\n{command}\n", encoding="utf-8")
+    (output / "report.md").write_text(format_markdown(rows, output / "submissions") + "\n", encoding="utf-8")
     print(report)
+    for row in rows:
+        if row["metric"] == "submission":
+            print(f"{row['benchmark']}: {row['note']}")
+    print(
+        f"Wrote {output / 'results.json'}, {output / 'report.md'} and samples/ for {len(results['results'])} task(s)."
+    )
     return 0

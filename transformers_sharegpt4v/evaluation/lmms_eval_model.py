@@ -22,7 +22,11 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from .model import EvalModel, GenerationRequest
+from .compat import hide_broken_torchvision
+
+hide_broken_torchvision()  # before the model module imports transformers' processors (see `compat`)
+
+from .model import EvalModel, GenerationRequest  # noqa: E402
 
 __all__ = ["ShareGPT4VLmms"]
 

@@ -13,7 +13,10 @@ from typing import Any
 import PIL.Image
 import torch
 
+from .compat import hide_broken_torchvision
 from .protocol import build_prompt
+
+hide_broken_torchvision()  # before this module's users load transformers' processors (see `compat`)
 
 logger = logging.getLogger(__name__)
 

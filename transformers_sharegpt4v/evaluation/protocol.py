@@ -35,6 +35,7 @@ from ..errors import UsageError
 __all__ = [
     "BENCHMARKS",
     "CONVERSATION_SYSTEMS",
+    "PAPER_TASKS",
     "Benchmark",
     "build_prompt",
     "extract_option_letter",
@@ -56,6 +57,8 @@ IMAGE_TOKEN = "<image>"
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 OPTION_LETTER = "Answer with the option's letter from the given choices directly."
 OPTION_LETTER_CN = "请直接回答选项字母。"
+UNANSWERABLE = "When the provided information is insufficient, respond with 'Unanswerable'."
+OCR_REFERENCE = "Reference OCR token: "
 OPTION_LETTERS = "ABCDEFGHIJ"
 
 
@@ -98,6 +101,36 @@ def mme_question(doc: Mapping[str, Any]) -> str:
     maps answers back by re-adding exactly that sentence)."""
     question = re.sub(r"\s*Please answer yes or no\.\s*$", "", doc["question"].strip())
     return f"{question}\n{SHORT_ANSWER}"
+
+
+def short_answer_question(doc: Mapping[str, Any]) -> str:
+    """VQAv2, GQA (LLaVA's `llava_vqav2_mscoco_test-dev2015.jsonl`, `llava_gqa_testdev_balanced.jsonl`): the
+    question as the dataset has it, then the short answer instruction on its own line."""
+    return f"{doc['question']}\n{SHORT_ANSWER}"
+
+
+def vizwiz_question(doc: Mapping[str, Any]) -> str:
+    """VizWiz (LLaVA's `vizwiz/llava_test.jsonl`): the question, the 'Unanswerable' instruction, then the short
+    answer instruction, each on its own line."""
+    return f"{doc['question']}\n{UNANSWERABLE}\n{SHORT_ANSWER}"
+
+
+def textvqa_question(doc: Mapping[str, Any]) -> str:
+    """TextVQA (LLaVA's `llava_textvqa_val_v051_ocr.jsonl`): the question with its first letter upper-cased (the
+    dataset's questions are lower case; `str.capitalize`, as lmms-eval's textvqa task does), then
+    "Reference OCR token: " and the row's OCR tokens joined by ", " on their own line (left out when the row
+    has none), then the short answer instruction."""
+    question = str(doc["question"]).capitalize()
+    tokens = [str(token) for token in (doc.get("ocr_tokens") or [])]
+    if tokens:
+        question += f"\n{OCR_REFERENCE}{', '.join(tokens)}"
+    return f"{question}\n{SHORT_ANSWER}"
+
+
+def open_question(doc: Mapping[str, Any]) -> str:
+    """LLaVA-Bench (in the wild) and MM-Vet (LLaVA's `model_vqa.py` on `questions.jsonl` / `llava-mm-vet.jsonl`):
+    the question as it is, no instruction."""
+    return str(doc["question"])
 
 
 def mmbench_options(doc: Mapping[str, Any]) -> list[str]:
@@ -232,9 +265,10 @@ def mme_cognition(records: Iterable[Mapping[str, Any]]) -> float:
 
 
 def accuracy(records: Iterable[Mapping[str, Any]]) -> float:
-    """Percentage of records with `correct`."""
+    """Percentage of records with `correct`, or the mean `score` x 100 (VQA accuracy) where records have one."""
     records = list(records)
-    return 100.0 * sum(bool(r["correct"]) for r in records) / len(records) if records else 0.0
+    values = [float(r["score"]) if "score" in r else float(bool(r["correct"])) for r in records]
+    return 100.0 * sum(values) / len(values) if values else 0.0
 
 
 def circular_accuracy(records: Iterable[Mapping[str, Any]]) -> float:
@@ -256,8 +290,10 @@ class Benchmark:
     name: the lmms-eval task name is `sharegpt4v_{name}`. question: row -> question text. conversation: the
     template's system prompt. pad: pad images to a square (image_aspect_ratio "pad"). max_new_tokens: the
     loop's budget. metrics: metric -> the ShareGPT4V-7B number the paper reports (None: not reported on this
-    split). source: the original script the protocol follows. test_split: the split name of the lmms-lab
-    dataset. columns: the columns a row must have. question_kwargs: keyword arguments of `question`.
+    split; the metric `submission` counts the answers written to the file that `scored_by` scores). source: the
+    original script the protocol follows. test_split: the split name of the lmms-lab dataset. columns: the
+    columns a row must have. question_kwargs: keyword arguments of `question`. scored_by: "local", or the judge
+    or server that turns the submission file into the paper's number. needs: what a run needs besides the model.
     """
 
     name: str
@@ -271,57 +307,114 @@ class Benchmark:
     max_new_tokens: int = 128
     columns: tuple[str, ...] = ()
     question_kwargs: dict[str, Any] = field(default_factory=dict)
+    scored_by: str = "local"
+    needs: str = ""
 
     @property
     def task(self) -> str:
         return f"sharegpt4v_{self.name}"
+
+    @property
+    def submits(self) -> bool:
+        """Whether the run writes a file to submit to a judge or a server (`submission` metric)."""
+        return "submission" in self.metrics
 
     def prompt_text(self, doc: Mapping[str, Any]) -> str:
         """The question text of a row (what lmms-eval calls the context)."""
         return self.question(doc, **self.question_kwargs)
 
 
+_MODEL_VQA_LOADER = "model_vqa_loader"
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
+        Benchmark(
+            "vqav2",
+            "VQAv2 (test-dev)",
+            short_answer_question,
+            {"submission": 80.6},
+            f"scripts/sharegpt4v/eval/vqav2.sh ({_MODEL_VQA_LOADER}, convert_vqav2_for_submission)",
+            test_split="testdev",
+            columns=("question_id", "image", "question"),
+            scored_by="EvalAI server (VQA Challenge, test-dev phase)",
+            needs="lmms-lab/VQAv2 testdev split (107,394 questions)",
+        ),
+        Benchmark(
+            "gqa",
+            "GQA (test-dev balanced)",
+            short_answer_question,
+            {"accuracy": 63.3},
+            f"scripts/sharegpt4v/eval/gqa.sh ({_MODEL_VQA_LOADER}, convert_gqa_for_eval + GQA eval.py)",
+            test_split="testdev",
+            columns=("image", "question", "answer"),
+            needs="GQA testdev-balanced questions with their images in one table (12,578 rows)",
+        ),
+        Benchmark(
+            "vizwiz",
+            "VizWiz (test)",
+            vizwiz_question,
+            {"submission": 57.2},
+            f"scripts/sharegpt4v/eval/vizwiz.sh ({_MODEL_VQA_LOADER}, convert_vizwiz_for_submission)",
+            test_split="test",
+            columns=("question_id", "image", "question"),
+            scored_by="EvalAI server (VizWiz VQA, test-standard)",
+            needs="lmms-lab/VizWiz-VQA test split (8,000 questions)",
+        ),
+        Benchmark(
+            "textvqa",
+            "TextVQA (val)",
+            textvqa_question,
+            {"accuracy": 60.4},
+            f"scripts/sharegpt4v/eval/textvqa.sh ({_MODEL_VQA_LOADER} on the OCR-token questions, eval_textvqa)",
+            test_split="validation",
+            columns=("question_id", "image", "question", "answers", "ocr_tokens"),
+            needs="lmms-lab/textvqa validation split (5,000 questions, with ocr_tokens)",
+        ),
         Benchmark(
             "mme",
             "MME",
             mme_question,
             {"mme_perception": 1567.4, "mme_cognition": 376.4},
-            "scripts/sharegpt4v/eval/mme.sh (model_vqa_loader)",
+            f"scripts/sharegpt4v/eval/mme.sh ({_MODEL_VQA_LOADER})",
             columns=("question_id", "image", "question", "answer", "category"),
+            needs="lmms-lab/MME test split (2,374 questions)",
         ),
         Benchmark(
             "mmbench_en",
             "MMBench",
             mmbench_question,
-            # the paper's 68.8 is the MMBench test set (scored by its server): a dev run is not that number
-            {"accuracy": None, "circular_accuracy": None},
+            # the paper's 68.8 is the MMBench test set, scored by its server from the submission file; a dev
+            # run is scored here too (all circular rounds), but that is not the paper's number
+            {"accuracy": None, "circular_accuracy": None, "submission": 68.8},
             "scripts/sharegpt4v/eval/mmbench_en.sh (model_vqa_mmbench, --single-pred-prompt)",
             test_split="dev",
             max_new_tokens=1024,
-            columns=("index", "image", "question", "hint", "A", "B", "answer"),
+            columns=("index", "image", "question", "hint", "A", "B"),
             question_kwargs={"lang": "en"},
+            scored_by="MMBench evaluation server (test split; dev is also scored here)",
+            needs="lmms-lab/MMBench en dev or test split",
         ),
         Benchmark(
             "mmbench_cn",
             "MMBench-CN",
             mmbench_question,
-            {"accuracy": None, "circular_accuracy": None},
+            {"accuracy": None, "circular_accuracy": None, "submission": 62.2},
             "scripts/sharegpt4v/eval/mmbench_cn.sh (model_vqa_mmbench, --lang cn)",
             test_split="dev",
             max_new_tokens=1024,
-            columns=("index", "image", "question", "hint", "A", "B", "answer"),
+            columns=("index", "image", "question", "hint", "A", "B"),
             question_kwargs={"lang": "cn"},
+            scored_by="MMBench evaluation server (test split; dev is also scored here)",
+            needs="lmms-lab/MMBench cn dev or test split",
         ),
         Benchmark(
             "seedbench",
             "SEED-Bench (image)",
             seed_question,
             {"accuracy": 69.7},
-            "scripts/sharegpt4v/eval/seed.sh (model_vqa_loader)",
+            f"scripts/sharegpt4v/eval/seed.sh ({_MODEL_VQA_LOADER})",
             columns=("question_id", "image", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer"),
+            needs="lmms-lab/SEED-Bench test split (image questions are kept)",
         ),
         Benchmark(
             "scienceqa_img",
@@ -332,6 +425,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             pad=False,
             max_new_tokens=1024,
             columns=("image", "question", "choices", "hint", "answer"),
+            needs="lmms-lab/ScienceQA ScienceQA-IMG test split (2,017 questions)",
         ),
         Benchmark(
             "qbench",
@@ -344,14 +438,42 @@ BENCHMARKS: dict[str, Benchmark] = {
             pad=False,
             max_new_tokens=1024,
             columns=("image", "question", "correct_choice"),
+            needs="Q-Bench LLVisionQA dev split (lmms-lab/Q-Bench)",
+        ),
+        Benchmark(
+            "llava_bench",
+            "LLaVA-Bench (in the wild)",
+            open_question,
+            {"submission": 72.6},
+            "scripts/sharegpt4v/eval/llavabench.sh (model_vqa, then eval_gpt_review_bench)",
+            test_split="train",
+            max_new_tokens=1024,
+            columns=("question_id", "image", "question"),
+            scored_by="GPT-4 judge (LLaVA's eval_gpt_review_bench.py + summarize_gpt_review.py)",
+            needs="lmms-lab/llava-bench-in-the-wild (60 questions); an OpenAI API key for the judge",
+        ),
+        Benchmark(
+            "mmvet",
+            "MM-Vet",
+            open_question,
+            {"submission": 37.6},
+            "scripts/sharegpt4v/eval/mmvet.sh (model_vqa, then convert_mmvet_for_eval)",
+            test_split="test",
+            max_new_tokens=1024,
+            columns=("question_id", "image", "question"),
+            scored_by="GPT-4 judge (MM-Vet's evaluator, or its online grader)",
+            needs="lmms-lab/MMVet test split (218 questions); an OpenAI API key or the online grader",
         ),
     ]
 }
+
+# `--tasks paper`: the benchmarks of the paper's table (docs/reference.md, "The paper's numbers")
+PAPER_TASKS: tuple[str, ...] = tuple(BENCHMARKS)
 
 
 def get_benchmark(name: str) -> Benchmark:
     """The benchmark `name` (with or without the `sharegpt4v_` prefix); ValueError naming the known ones."""
     key = name.removeprefix("sharegpt4v_")
     if key not in BENCHMARKS:
-        raise UsageError(f"Unknown benchmark {name!r}; the local tasks are: {', '.join(BENCHMARKS)}.")
+        raise UsageError(f"Unknown benchmark {name!r}; the local tasks are: {', '.join(BENCHMARKS)} (or paper).")
     return BENCHMARKS[key]

@@ -3,11 +3,13 @@ paper reports for ShareGPT4V-7B on that benchmark (where it reports one on the s
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .protocol import get_benchmark
+from .submission import SUBMISSION_FILES
 
-__all__ = ["report_rows", "format_report"]
+__all__ = ["format_markdown", "format_report", "report_rows"]
 
 
 def report_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -35,9 +37,44 @@ def report_rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "paper": benchmark.metrics.get(metric) if benchmark else None,
                     "samples": samples.get("effective", samples.get("original")),
                     "total": samples.get("original"),
+                    "scored_by": benchmark.scored_by if benchmark else "local",
+                    "note": _note(benchmark, metric),
                 }
             )
     return rows
+
+
+def _note(benchmark: Any, metric: str) -> str:
+    if benchmark is None:
+        return ""
+    if metric == "submission":
+        return f"submit submissions/{SUBMISSION_FILES[benchmark.name]} to the {benchmark.scored_by}"
+    if benchmark.submits:  # MMBench dev, scored here: the paper's number is the test split's
+        return "dev split scored here; the paper reports the test split (server)"
+    return ""
+
+
+def format_markdown(rows: list[dict[str, Any]], submissions: str | Path | None = None) -> str:
+    """The markdown table of `report_rows`, beside the paper's ShareGPT4V-7B numbers. A `submission` row's value is
+    the number of answers written: its score comes from the judge or server that the note names."""
+    lines = [
+        "| benchmark | metric | this run | paper (ShareGPT4V-7B) | samples | scored by / to do |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
+    ]
+    for row in rows:
+        paper = f"{row['paper']:.1f}" if row["paper"] is not None else "-"
+        samples = "?" if row["samples"] is None else str(row["samples"])
+        if row["total"] is not None and row["samples"] is not None and row["samples"] < row["total"]:
+            samples += f" of {row['total']}"
+        if row["metric"] == "submission":
+            value = f"{int(row['value'])} answers"
+            note = row["note"]
+            if submissions is not None:
+                note = note.replace("submissions/", f"{Path(submissions)}/", 1)
+        else:
+            value, note = f"{row['value']:.2f}", row["note"] or "local"
+        lines.append(f"| {row['benchmark']} | {row['metric']} | {value} | {paper} | {samples} | {note} |")
+    return "\n".join(lines)
 
 
 def format_report(rows: list[dict[str, Any]]) -> str:

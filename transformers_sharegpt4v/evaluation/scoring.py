@@ -1,5 +1,7 @@
 """Per-row scoring of each local benchmark: the record a row's answer turns into, which the metrics of
-`protocol` aggregate. Kept apart from the lmms-eval glue (`lmms_tasks`) so it is tested without lmms-eval."""
+`protocol` aggregate (and `submission` writes out). Kept apart from the lmms-eval glue (`lmms_tasks`) so it is
+tested without lmms-eval, except VQA accuracy, which normalizes answers with lmms-eval's copy of the EvalAI
+answer processor (the one LLaVA's eval_textvqa.py and submission converters use)."""
 
 from __future__ import annotations
 
@@ -19,9 +21,57 @@ def _mme(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
     return {"category": doc["category"], "image_id": doc["question_id"], "correct": parse_yes_no(answer) == truth}
 
 
+_MMBENCH_COLUMNS = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category", "L2-category", "split")
+
+
 def _mmbench(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
     letter = extract_option_letter(answer, len(mmbench_options(doc)))
-    return {"index": int(doc["index"]), "category": doc.get("category"), "correct": letter == doc["answer"]}
+    truth = doc.get("answer")  # the test split has none: its score comes from the server
+    row = {key: doc.get(key) for key in _MMBENCH_COLUMNS if key in doc}
+    return {
+        "index": int(doc["index"]),
+        "category": doc.get("category"),
+        "correct": truth is not None and letter == truth,
+        "row": row,
+        "prediction": answer,
+    }
+
+
+def answer_processor() -> Any:
+    """The EvalAI answer normalization (punctuation, digits, articles, contractions) as lmms-eval ships it."""
+    from lmms_eval.tasks._task_utils.vqa_eval_metric import EvalAIAnswerProcessor
+
+    return EvalAIAnswerProcessor()
+
+
+def vqa_accuracy(answer: str, references: list[str]) -> float:
+    """The VQA accuracy of one answer (TextVQA's and VQAv2's rule, as LLaVA's TextVQAAccuracyEvaluator computes
+    it): both sides normalized; for each of the references, min(1, matches among the others / 3); the mean."""
+    process = answer_processor()
+    answer = process(answer)
+    references = [process(reference) for reference in references]
+    if not references:
+        raise ValueError("A VQA accuracy needs reference answers.")
+    scores = []
+    for i in range(len(references)):
+        others = references[:i] + references[i + 1 :]
+        scores.append(min(1.0, sum(other == answer for other in others) / 3))
+    return sum(scores) / len(scores)
+
+
+def _gqa(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
+    # convert_gqa_for_eval.py: the answer without trailing dots, lower-cased; GQA's eval.py: exact match
+    prediction = answer.rstrip(".").lower()
+    qid = doc.get("question_id", doc.get("id"))
+    return {"question_id": qid, "prediction": prediction, "correct": prediction == str(doc["answer"]).lower()}
+
+
+def _textvqa(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
+    return {"question_id": doc["question_id"], "score": vqa_accuracy(answer, list(doc["answers"]))}
+
+
+def _submitted(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
+    return {"question_id": doc["question_id"], "question": doc.get("question"), "prediction": answer}
 
 
 def _seedbench(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
@@ -48,6 +98,12 @@ def _qbench(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
 
 
 _SCORERS = {
+    "vqav2": _submitted,
+    "gqa": _gqa,
+    "vizwiz": _submitted,
+    "textvqa": _textvqa,
+    "llava_bench": _submitted,
+    "mmvet": _submitted,
     "mme": _mme,
     "mmbench_en": _mmbench,
     "mmbench_cn": _mmbench,
@@ -58,5 +114,8 @@ _SCORERS = {
 
 
 def score_row(benchmark: str, doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
-    """The scored record of one row: always `correct` (bool), plus what the benchmark's metrics group by."""
-    return _SCORERS[benchmark](doc, answer)
+    """The scored record of one row: `correct` (bool) or `score` (VQA accuracy) where the row can be scored here,
+    `prediction` where the benchmark writes a submission file, plus what the metrics group by."""
+    record = _SCORERS[benchmark](doc, answer)
+    record["benchmark"] = benchmark
+    return record

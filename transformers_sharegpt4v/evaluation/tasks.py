@@ -28,12 +28,6 @@ from .protocol import BENCHMARKS, Benchmark, get_benchmark
 __all__ = ["find_data", "task_config", "write_tasks"]
 
 _FUNCTIONS = "transformers_sharegpt4v.evaluation.lmms_tasks"
-_METRICS = {
-    "mme": ("mme_perception", "mme_cognition"),
-    "mmbench_en": ("accuracy", "circular_accuracy"),
-    "mmbench_cn": ("accuracy", "circular_accuracy"),
-}
-_TARGETS = {"qbench": "correct_choice"}
 
 
 class _Function(str):
@@ -68,6 +62,31 @@ def find_data(data: str | Path, name: str) -> dict[str, Any]:
     )
 
 
+def check_columns(benchmark: Benchmark, location: dict[str, Any]) -> None:
+    """UsageError naming the file and the columns missing from `benchmark`'s rows (see `Benchmark.columns`)."""
+    if "parquet" in location:
+        import pyarrow.parquet
+
+        for path in location["parquet"]:
+            _missing(benchmark, path, set(pyarrow.parquet.read_schema(path).names))
+    else:
+        import datasets
+
+        for split, dataset in datasets.load_from_disk(location["disk"]).items():
+            _missing(benchmark, f"{location['disk']} ({split})", set(dataset.column_names))
+
+
+def _missing(benchmark: Benchmark, where: str, columns: set[str]) -> None:
+    missing = [column for column in benchmark.columns if column not in columns]
+    if benchmark.name == "gqa" and "question_id" not in columns and "id" not in columns:
+        missing.append("id")
+    if missing:
+        raise UsageError(
+            f"{where}: {benchmark.name} rows need the column(s) {', '.join(missing)} (the lmms-lab copy's columns); "
+            f"it has {', '.join(sorted(columns))}."
+        )
+
+
 def task_config(benchmark: Benchmark, location: dict[str, Any]) -> dict[str, Any]:
     """The lmms-eval task config of `benchmark` reading the data at `location` (see `find_data`)."""
     split = benchmark.test_split
@@ -90,7 +109,7 @@ def task_config(benchmark: Benchmark, location: dict[str, Any]) -> dict[str, Any
         "output_type": "generate_until",
         "doc_to_visual": _Function(f"{_FUNCTIONS}.doc_to_visual"),
         "doc_to_text": _Function(f"{_FUNCTIONS}.doc_to_text"),
-        "doc_to_target": _TARGETS.get(benchmark.name, "answer"),
+        "doc_to_target": _Function(f"{_FUNCTIONS}.doc_to_target"),
         "lmms_eval_specific_kwargs": {"default": {"benchmark": benchmark.name}},
         "generation_kwargs": {
             "max_new_tokens": benchmark.max_new_tokens,
@@ -105,7 +124,7 @@ def task_config(benchmark: Benchmark, location: dict[str, Any]) -> dict[str, Any
         "process_results": _Function(f"{_FUNCTIONS}.{benchmark.name}_process_results"),
         "metric_list": [
             {"metric": metric, "aggregation": _Function(f"{_FUNCTIONS}.{metric}"), "higher_is_better": True}
-            for metric in _METRICS.get(benchmark.name, ("accuracy",))
+            for metric in benchmark.metrics
         ],
         "metadata": {"version": 1.0, "protocol": benchmark.source},
     }
@@ -136,6 +155,7 @@ def write_tasks(data: str | Path, out: str | Path, names: list[str] | None = Non
     written = {}
     for name, location in found.items():
         benchmark = BENCHMARKS[name]
+        check_columns(benchmark, location)
         path = out / f"{benchmark.task}.yaml"
         text = yaml.dump(task_config(benchmark, location), Dumper=_Dumper, sort_keys=False, allow_unicode=True)
         path.write_text(f"# {benchmark.title}, as the paper ran it: {benchmark.source}\n{text}", encoding="utf-8")
