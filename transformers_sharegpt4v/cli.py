@@ -7,8 +7,7 @@ exposes one of:
 - `ARGUMENTS`, the dataclass of its options, and `run(args: ARGUMENTS) -> int`: the options are parsed by
   `arguments.parse_arguments` (defaults < `--config FILE.yaml` < flags), as `sharegpt4v caption`;
 - `ACTIONS`, `{name: arguments.Action(dataclass, run, help)}`, for a command with actions (`sharegpt4v data`);
-- `run_argv(argv) -> int` for a command that parses its argv itself (`sharegpt4v train`, TRL's parser);
-- `add_arguments(parser)` and `run(namespace) -> int` (plain argparse; the commands not moved yet).
+- `run_argv(argv) -> int` for a command that parses its argv itself (`sharegpt4v train`, TRL's parser).
 
 Bad input is a `UsageError` (errors.py), raised by the commands' input checks with a message naming the
 file, record, flag or value at fault and the fix: the dispatcher prints it as `sharegpt4v COMMAND: error:
@@ -78,11 +77,7 @@ def _parse(name: str, module: ModuleType, argv: list[str]) -> tuple[Callable[[An
         return _parse_action(prog, description, module.ACTIONS, argv)
     if hasattr(module, "ARGUMENTS"):
         return module.run, parse_arguments(module.ARGUMENTS, argv, prog, description)
-    if hasattr(module, "run_argv"):
-        return module.run_argv, argv
-    parser = argparse.ArgumentParser(prog=prog, description=description)
-    module.add_arguments(parser)
-    return module.run, parser.parse_args(argv)
+    return module.run_argv, argv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,44 +22,51 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dtypes import DTYPE_CHOICES
 from ..errors import MissingFileError, UsageError
 from .protocol import BENCHMARKS, PAPER_TASKS
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `sharegpt4v eval`."""
-    parser.add_argument("--model", required=True, help="plugin checkpoint folder or Hub id (convert released ones)")
-    parser.add_argument(
-        "--data",
-        required=True,
-        help="folder holding NAME.parquet, NAME/ (parquet files) or NAME/ (DatasetDict.save_to_disk) per benchmark",
+@dataclass
+class EvalArguments:
+    """`sharegpt4v eval --model CKPT --data DIR --output DIR [--tasks paper|mme,gqa,...]`."""
+
+    model: str = field(metadata={"help": "plugin checkpoint folder or Hub id (convert released ones)"})
+    data: str = field(
+        metadata={
+            "help": "folder holding NAME.parquet, NAME/ (parquet files) or NAME/ (DatasetDict.save_to_disk) per "
+            "benchmark"
+        }
     )
-    parser.add_argument("--output", required=True, help="output folder (task YAMLs, results, samples, report)")
-    parser.add_argument(
-        "--tasks",
+    output: str = field(metadata={"help": "output folder (task YAMLs, results, samples, report)"})
+    tasks: str | None = field(
         default=None,
-        help=f"'paper' (the paper's table) or comma-separated benchmarks (default: every one with data): "
-        f"{', '.join(BENCHMARKS)}",
+        metadata={
+            "help": "'paper' (the paper's table) or comma-separated benchmarks (default: every one with data): "
+            + ", ".join(BENCHMARKS)
+        },
     )
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows of each task (a smoke test)")
-    parser.add_argument("--batch-size", type=int, default=1, help="questions per generate call (1: as the paper)")
-    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "float16", "bfloat16"])
-    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
+    limit: int | None = field(default=None, metadata={"help": "only the first N rows of each task (a smoke test)"})
+    batch_size: int = field(default=1, metadata={"help": "questions per generate call (1: as the paper)"})
+    dtype: str = field(default="auto", metadata={"help": "weights dtype", "choices": list(DTYPE_CHOICES)})
+    device: str | None = field(default=None, metadata={"help": "default: cuda if available, else cpu"})
+    max_new_tokens: int | None = field(
         default=None,
-        help="override every task's token budget (a smoke test; the paper's budgets are the defaults)",
+        metadata={"help": "override every task's token budget (a smoke test; the paper's budgets are the defaults)"},
     )
-    parser.add_argument(
-        "--tasks-only", action="store_true", help="write the task YAMLs and print the lmms-eval command; run nothing"
+    tasks_only: bool = field(
+        default=False, metadata={"help": "write the task YAMLs and print the lmms-eval command; run nothing"}
     )
 
 
-def lmms_eval_command(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> str:
+ARGUMENTS = EvalArguments
+
+
+def lmms_eval_command(args: EvalArguments, tasks_dir: Path, tasks: list[str]) -> str:
     """The `python -m lmms_eval` command line that runs the same evaluation."""
     model_args = f"pretrained={args.model},dtype={args.dtype}"
     parts = ["python", "-m", "lmms_eval", "--model", "sharegpt4v", "--model_args", model_args]
@@ -73,7 +80,7 @@ def lmms_eval_command(args: argparse.Namespace, tasks_dir: Path, tasks: list[str
     return shlex.join(parts)
 
 
-def _check(args: argparse.Namespace) -> list[str] | None:
+def _check(args: EvalArguments) -> list[str] | None:
     for name in ("limit", "batch_size", "max_new_tokens"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -104,7 +111,7 @@ def check_model_path(model: str) -> None:
     check_model_format(model)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: EvalArguments) -> int:
     """Write the tasks, evaluate, write results/samples/report and print the report."""
     from .tasks import write_tasks
 
@@ -133,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     return write_outputs(results, output, command)
 
 
-def evaluate(args: argparse.Namespace, tasks_dir: Path, tasks: list[str]) -> dict[str, Any]:
+def evaluate(args: EvalArguments, tasks_dir: Path, tasks: list[str]) -> dict[str, Any]:
     """lmms-eval's `simple_evaluate` with `--model sharegpt4v` (found through its entry point) on `tasks`."""
     from .compat import hide_broken_torchvision
 

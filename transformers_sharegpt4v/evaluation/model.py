@@ -13,6 +13,7 @@ from typing import Any
 import PIL.Image
 import torch
 
+from ..dtypes import parse_dtype
 from .compat import hide_broken_torchvision
 from .protocol import build_prompt
 
@@ -30,14 +31,9 @@ _PROTOCOL_KEYS = ("until", "conversation", "image_aspect_ratio")
 
 def resolve_eval_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
     """`auto`: float16 on CUDA (the paper evaluated in fp16), float32 elsewhere."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if dtype == "auto":
         return torch.float16 if device.type == "cuda" else torch.float32
-    if dtype not in names:
-        raise ValueError(f"Unknown dtype {dtype!r}; use auto, float32, float16 or bfloat16.")
-    return names[dtype]
+    return parse_dtype(dtype)
 
 
 @dataclass

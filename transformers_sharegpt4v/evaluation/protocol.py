@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from ..tokenization_sharegpt4v import IMAGE_TOKEN
 
 __all__ = [
     "BENCHMARKS",
@@ -53,7 +54,6 @@ CONVERSATION_SYSTEMS: dict[str, str] = {
     "helpful, detailed, and polite answers to the human's questions.",
 }
 
-IMAGE_TOKEN = "<image>"
 SHORT_ANSWER = "Answer the question using a single word or phrase."
 OPTION_LETTER = "Answer with the option's letter from the given choices directly."
 OPTION_LETTER_CN = "请直接回答选项字母。"
@@ -325,6 +325,26 @@ class Benchmark:
 
 
 _MODEL_VQA_LOADER = "model_vqa_loader"
+
+
+def _mmbench(lang: str, title: str, paper: float, source: str) -> Benchmark:
+    """MMBench in one language. The paper's number is the test set, scored by its server from the submission
+    file; a dev run is scored here too (all circular rounds), but that is not the paper's number."""
+    return Benchmark(
+        f"mmbench_{lang}",
+        title,
+        mmbench_question,
+        {"accuracy": None, "circular_accuracy": None, "submission": paper},
+        source,
+        test_split="dev",
+        max_new_tokens=1024,
+        columns=("index", "image", "question", "hint", "A", "B"),
+        question_kwargs={"lang": lang},
+        scored_by="MMBench evaluation server (test split; dev is also scored here)",
+        needs=f"lmms-lab/MMBench {lang} dev or test split",
+    )
+
+
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
@@ -379,34 +399,10 @@ BENCHMARKS: dict[str, Benchmark] = {
             columns=("question_id", "image", "question", "answer", "category"),
             needs="lmms-lab/MME test split (2,374 questions)",
         ),
-        Benchmark(
-            "mmbench_en",
-            "MMBench",
-            mmbench_question,
-            # the paper's 68.8 is the MMBench test set, scored by its server from the submission file; a dev
-            # run is scored here too (all circular rounds), but that is not the paper's number
-            {"accuracy": None, "circular_accuracy": None, "submission": 68.8},
-            "scripts/sharegpt4v/eval/mmbench_en.sh (model_vqa_mmbench, --single-pred-prompt)",
-            test_split="dev",
-            max_new_tokens=1024,
-            columns=("index", "image", "question", "hint", "A", "B"),
-            question_kwargs={"lang": "en"},
-            scored_by="MMBench evaluation server (test split; dev is also scored here)",
-            needs="lmms-lab/MMBench en dev or test split",
+        _mmbench(
+            "en", "MMBench", 68.8, "scripts/sharegpt4v/eval/mmbench_en.sh (model_vqa_mmbench, --single-pred-prompt)"
         ),
-        Benchmark(
-            "mmbench_cn",
-            "MMBench-CN",
-            mmbench_question,
-            {"accuracy": None, "circular_accuracy": None, "submission": 62.2},
-            "scripts/sharegpt4v/eval/mmbench_cn.sh (model_vqa_mmbench, --lang cn)",
-            test_split="dev",
-            max_new_tokens=1024,
-            columns=("index", "image", "question", "hint", "A", "B"),
-            question_kwargs={"lang": "cn"},
-            scored_by="MMBench evaluation server (test split; dev is also scored here)",
-            needs="lmms-lab/MMBench cn dev or test split",
-        ),
+        _mmbench("cn", "MMBench-CN", 62.2, "scripts/sharegpt4v/eval/mmbench_cn.sh (model_vqa_mmbench, --lang cn)"),
         Benchmark(
             "seedbench",
             "SEED-Bench (image)",
