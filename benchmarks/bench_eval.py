@@ -6,7 +6,8 @@ export of the same checkpoint (batch 1: the only size it supports), the peer the
 
 Both run lmms-eval's own CLI (`python -m lmms_eval`'s `main`), each in its own process, on the same documents:
 every row of the local fixture tasks (tests/fixtures/eval, the 12 benchmarks of the paper's table: 52
-questions, written out by `sharegpt4v eval`'s task writer), one `--gen_kwargs max_new_tokens=N` for both (the
+questions), each row repeated `--repeat` times (default 4: a real task has thousands of rows, and 2-8 rows per
+task would leave a batch of 8 unfilled), written out by `sharegpt4v eval`'s task writer; one `--gen_kwargs max_new_tokens=N` for both (the
 tiny model's answers are noise that runs to the budget, so both do the same decoding work). The peer is the
 llava-hf export made by `sharegpt4v convert PLUGIN OUT --to llava-hf`, with the same weights.
 
@@ -86,12 +87,31 @@ def run(model_name: str, model_args: str, tasks_dir: Path, tasks: list[str], bat
     return timing
 
 
+def repeat_rows(source: Path, folder: Path, times: int) -> Path:
+    """`folder` with each benchmark parquet of `source`, every row repeated `times` times (the same question
+    asked again: timing only, the scores of such a run mean nothing)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.glob("*.parquet")):
+        table = pq.read_table(path)
+        pq.write_table(pa.concat_tables([table] * max(times, 1)), folder / path.name)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="plugin checkpoint (default: a tiny model built in code)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=8, help="sharegpt4v's batch size (llava_hf runs 1)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=4,
+        help="each fixture row this many times (a real task has thousands of rows; 2-8 rows leave batches unfilled)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--timing-file", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args()
@@ -126,7 +146,7 @@ def main() -> None:
         )
         if converted.returncode != 0:
             sys.exit(f"bench_eval: the llava-hf export failed: {converted.stderr[-2000:]}")
-        tasks = list(write_tasks(EVAL_DATA, tmp / "tasks"))
+        tasks = list(write_tasks(repeat_rows(EVAL_DATA, tmp / "data", args.repeat), tmp / "tasks"))
         common = f"device={args.device},dtype=float32"
         ours = run(
             "sharegpt4v", f"pretrained={plugin},{common}", tmp / "tasks", tasks, args.batch_size, args, tmp / "a"
@@ -140,7 +160,8 @@ def main() -> None:
         sys.exit(f"bench_eval: the runs answered {n} and {peer['documents']} documents")
     same = sum(ours["answers"].get(key) == value for key, value in peer["answers"].items())
     print(
-        f"bench_eval: {n} documents ({len(tasks)} fixture tasks), max_new_tokens={args.max_new_tokens}, "
+        f"bench_eval: {n} documents ({len(tasks)} fixture tasks, each row x{args.repeat}), "
+        f"max_new_tokens={args.max_new_tokens}, "
         f"{args.device}, model={args.model or 'tiny'}, one lmms-eval process each"
     )
     for name, timing, batch in (("llava_hf (peer)", peer, 1), ("sharegpt4v", ours, args.batch_size)):
