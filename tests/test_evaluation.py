@@ -424,7 +424,10 @@ def test_report_table_and_paper_numbers():
 def test_eval_command_errors(tmp_path, capsys):
     base = ["eval", "--data", str(EVAL_DATA), "--output", str(tmp_path / "out")]
     assert main([*base, "--model", str(tmp_path / "nowhere")]) == 2
-    assert "nowhere: no such checkpoint folder" in capsys.readouterr().err
+    assert "nowhere: no such folder" in capsys.readouterr().err
+    assert main([*base, "--model", str(tmp_path)]) == 2
+    assert "has no config.json, so it is not a checkpoint" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text('{"model_type": "sharegpt4v"}')
     assert main([*base, "--model", str(tmp_path), "--tasks", "mme,pope"]) == 2
     assert "the local tasks are" in capsys.readouterr().err
     assert main([*base, "--model", str(tmp_path), "--limit", "0"]) == 2

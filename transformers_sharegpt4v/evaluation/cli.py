@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..dtypes import DTYPE_CHOICES
-from ..errors import MissingFileError, UsageError
+from ..errors import UsageError
 from .protocol import BENCHMARKS, PAPER_TASKS
 
 
@@ -99,15 +99,15 @@ def _check(args: EvalArguments) -> list[str] | None:
 
 
 def check_model_path(model: str) -> None:
-    """FileNotFoundError for a local path that does not exist (a Hub id is `owner/name`); ValueError, with the
-    convert command, for a released checkpoint that transformers cannot load."""
+    """UsageError (one line) unless `model` is a checkpoint folder or a reachable Hub id (`hub.check_model_argument`,
+    the rule every command applies), or when it is a released checkpoint transformers cannot load (with the
+    convert command); lmms-eval's model_args also cannot carry ',' or '='."""
     from ..captioning import check_model_format
+    from ..hub import check_model_argument
 
     if "," in model or "=" in model:
         raise UsageError(f"--model {model!r}: lmms-eval's model_args cannot carry ',' or '=' in a path; rename it.")
-    looks_local = model.startswith(("/", ".", "~")) or model.count("/") != 1
-    if looks_local and not Path(model).expanduser().exists():
-        raise MissingFileError(f"--model {model}: no such checkpoint folder.")
+    check_model_argument(model, "--model", "a plugin checkpoint folder")
     check_model_format(model)
 
 
