@@ -99,10 +99,7 @@ def build_parser(
     for field in dataclasses.fields(cls):
         if not field.init:
             continue
-        default = field.default
-        if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
-            default = field.default_factory()
-        _add_field(parser, field, hints[field.name], (defaults or {}).get(field.name, default))
+        _add_field(parser, field, hints[field.name], _default(field, defaults or {}))
     return parser
 
 
@@ -157,21 +154,25 @@ def parse_arguments(cls: type[T], argv: Sequence[str], prog: str, description: s
     for name, value in _list_defaults(cls, defaults).items():
         if namespace.get(name) is None:
             namespace[name] = value
-    missing = [name for name, value in namespace.items() if value is None and name in _required(cls, defaults)]
+    required = _required(cls, defaults)
+    missing = [name for name, value in namespace.items() if value is None and name in required]
     if missing:  # a required option with an old spelling is checked here, not by argparse
         parser.error("the following arguments are required: " + ", ".join("--" + m.replace("_", "-") for m in missing))
     return cls(**namespace)
 
 
+def _default(field: dataclasses.Field, defaults: dict[str, Any]) -> Any:
+    """A field's value when no flag gives it: the `--config` file's, else the dataclass default (MISSING: none)."""
+    if field.name in defaults:
+        return defaults[field.name]
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
 def _required(cls: type, defaults: dict[str, Any]) -> set[str]:
     """The fields of `cls` with no default (in the dataclass or the `--config` file)."""
-    return {
-        field.name
-        for field in dataclasses.fields(cls)
-        if field.default is dataclasses.MISSING
-        and field.default_factory is dataclasses.MISSING
-        and field.name not in defaults
-    }
+    return {field.name for field in dataclasses.fields(cls) if _default(field, defaults) is dataclasses.MISSING}
 
 
 def _list_defaults(cls: type, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -179,12 +180,8 @@ def _list_defaults(cls: type, defaults: dict[str, Any]) -> dict[str, Any]:
     hints = typing.get_type_hints(cls)
     values = {}
     for field in dataclasses.fields(cls):
-        if not field.init or not _field_type(hints[field.name])[1]:
-            continue
-        if field.name in defaults:
-            values[field.name] = defaults[field.name]
-        elif field.default_factory is not dataclasses.MISSING:
-            values[field.name] = field.default_factory()
-        elif field.default is not dataclasses.MISSING:
-            values[field.name] = field.default
+        if field.init and _field_type(hints[field.name])[1]:
+            value = _default(field, defaults)
+            if value is not dataclasses.MISSING:
+                values[field.name] = value
     return values

@@ -46,7 +46,6 @@ __all__ = [
     "decode_image",
     "list_source",
     "make_loader",
-    "relative_inside",
     "source_root",
 ]
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import sys
 
-from sharegpt4v_torchvision_guard import torchvision_links
+import sharegpt4v_torchvision_guard
 
-__all__ = ["hide_broken_torchvision", "torchvision_links"]
+__all__ = ["hide_broken_torchvision"]
 
 
 def hide_broken_torchvision() -> bool:
@@ -21,8 +21,6 @@ def hide_broken_torchvision() -> bool:
     True when torchvision is blocked (now or at start-up). Does nothing once torchvision has been imported."""
     if "torchvision" in sys.modules:
         return sys.modules["torchvision"] is None
-    import sharegpt4v_torchvision_guard
-
     if not sharegpt4v_torchvision_guard.hide_broken_torchvision():
         return False
     try:  # transformers caches its answer: forget one given before the block

@@ -22,11 +22,7 @@ from lmms_eval.api.instance import Instance
 from lmms_eval.api.model import lmms
 from tqdm import tqdm
 
-from .compat import hide_broken_torchvision
-
-hide_broken_torchvision()  # before the model module imports transformers' processors (see `compat`)
-
-from .model import EvalModel, GenerationRequest  # noqa: E402
+from .model import EvalModel, GenerationRequest  # importing it hides a torchvision that cannot load (`compat`)
 
 __all__ = ["ShareGPT4VLmms"]
 
