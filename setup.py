@@ -36,7 +36,7 @@ setup(
     py_modules=["sharegpt4v_torchvision_guard"],
     cmdclass={"build_py": BuildPyWithGuard},
     include_package_data=True,
-    package_data={"transformers_sharegpt4v": ["chat_templates/*.jinja"]},
+    package_data={"transformers_sharegpt4v": ["chat_templates/*.jinja", "evaluation/benchmarks.yaml"]},
     install_requires=[
         # CPU wheels: `pip install torch==2.13.0` first on CPU-only machines; GPU users install the CUDA
         # build of their choice (see README). A range keeps either satisfied without a re-install.

@@ -389,6 +389,40 @@ def test_write_tasks_reads_save_to_disk_folders_and_names_missing_data(tmp_path)
         write_tasks(tmp_path / "empty", tmp_path / "tasks")
 
 
+def test_benchmark_table_holds_the_papers_numbers():
+    """The ShareGPT4V-7B row of the paper's table (docs/reference.md), written out here by hand."""
+    paper = {
+        "llava_bench": {"submission": 72.6},
+        "mme": {"mme_perception": 1567.4, "mme_cognition": 376.4},
+        "mmbench_en": {"submission": 68.8},
+        "mmbench_cn": {"submission": 62.2},
+        "seedbench": {"accuracy": 69.7},
+        "mmvet": {"submission": 37.6},
+        "qbench": {"accuracy": 63.4},
+        "scienceqa_img": {"accuracy": 68.4},
+        "vqav2": {"submission": 80.6},
+        "vizwiz": {"submission": 57.2},
+        "gqa": {"accuracy": 63.3},
+        "textvqa": {"accuracy": 60.4},
+    }
+    reported = {name: {k: v for k, v in b.metrics.items() if v is not None} for name, b in BENCHMARKS.items()}
+    assert reported == paper
+    assert {name: b.max_new_tokens for name, b in BENCHMARKS.items() if b.max_new_tokens != 128} == {
+        n: 1024 for n in ("mmbench_en", "mmbench_cn", "scienceqa_img", "qbench", "llava_bench", "mmvet")
+    }
+    assert {name for name, b in BENCHMARKS.items() if not b.pad} == {"scienceqa_img", "qbench"}
+    assert {name for name, b in BENCHMARKS.items() if b.conversation != "vicuna_v1"} == {"qbench"}
+
+
+def test_benchmark_table_errors_name_the_benchmark(tmp_path):
+    from transformers_sharegpt4v.evaluation.protocol import _read_benchmarks
+
+    table = tmp_path / "benchmarks.yaml"
+    table.write_text("mme:\n  title: MME\n  question: no_such_question\n  metrics: {}\n  sourse: x\n  source: y\n")
+    with pytest.raises(ValueError, match=r"\[mme\]: unknown field 'sourse'; `question` is not one of"):
+        _read_benchmarks(table)
+
+
 def test_report_table_and_paper_numbers():
     results = {
         "results": {

@@ -7,7 +7,7 @@ once; so this module imports nothing heavy (PyYAML only when `--config` is given
 
 Field rules:
 - the flag is the field name with dashes (`num_workers` -> `--num-workers`); `--num_workers` works too;
-- a field without a default is required; `metadata={"positional": True}` makes it positional (`SRC DST`);
+- a field without a default is required; `positional("help", "SRC")` declares a positional one (`SRC DST`);
 - `bool` with default False is a switch (`--compile`); with default True, `--no-NAME` turns it off;
 - `list[str]` takes one or more values and may be repeated (`--json A.json --json B.json`);
 - other metadata keys (`choices`, `metavar`) go to `add_argument`; `"deprecated": ["--old-name"]` keeps an
@@ -27,10 +27,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
-__all__ = ["Action", "build_parser", "parse_arguments"]
+__all__ = ["Action", "build_parser", "parse_arguments", "positional"]
 
 T = TypeVar("T")
 _OWN_KEYS = {"positional", "deprecated"}
+
+
+def positional(help: str, metavar: str | None = None) -> Any:
+    """A required positional field: `src: str = positional("checkpoint folder", "SRC")`."""
+    metadata: dict[str, Any] = {"help": help, "positional": True}
+    if metavar is not None:
+        metadata["metavar"] = metavar
+    return dataclasses.field(metadata=metadata)
 
 
 class Action(NamedTuple):

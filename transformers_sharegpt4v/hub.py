@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import REMOTE_CODE_MODULES
+from .arguments import positional
 from .errors import MissingFileError, UsageError, looks_like_hub_id
 from .files import atomic_write
 
@@ -391,16 +392,8 @@ def push_checkpoint(
 class CheckpointPushArguments:
     """`sharegpt4v push DST REPO_ID`."""
 
-    folder: str = field(
-        metadata={
-            "help": "checkpoint folder (from `sharegpt4v convert` or save_pretrained)",
-            "metavar": "DST",
-            "positional": True,
-        }
-    )
-    repo_id: str = field(
-        metadata={"help": "Hub repo id, e.g. your-name/ShareGPT4V-7B", "metavar": "REPO_ID", "positional": True}
-    )
+    folder: str = positional("checkpoint folder (from `sharegpt4v convert` or save_pretrained)", "DST")
+    repo_id: str = positional("Hub repo id, e.g. your-name/ShareGPT4V-7B", "REPO_ID")
     private: bool = field(default=False, metadata={"help": "create the repo as private"})
     revision: str | None = field(
         default=None, metadata={"help": "branch to push to (created from main if it does not exist)"}

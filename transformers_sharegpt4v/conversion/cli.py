@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..arguments import positional
+
 __all__ = ["ARGUMENTS", "ConvertArguments", "run"]
 
 
@@ -15,13 +17,8 @@ __all__ = ["ARGUMENTS", "ConvertArguments", "run"]
 class ConvertArguments:
     """`sharegpt4v convert`."""
 
-    src: str = field(
-        metadata={
-            "help": "checkpoint folder or Hub id: released ShareGPT4V/LLaVA-1.5, llava-hf or plugin",
-            "positional": True,
-        }
-    )
-    dst: str = field(metadata={"help": "output folder", "positional": True})
+    src: str = positional("checkpoint folder or Hub id: released ShareGPT4V/LLaVA-1.5, llava-hf or plugin")
+    dst: str = positional("output folder")
     vision_tower: str | None = field(
         default=None,
         metadata={

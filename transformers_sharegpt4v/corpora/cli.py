@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..arguments import Action
+from ..arguments import Action, positional
 from ..degenerate import MAX_PERIOD, MIN_REPEATS, MIN_SPAN
 from ..errors import MissingFileError, UsageError, looks_like_hub_id
 from ..files import atomic_write
@@ -52,7 +52,7 @@ class BuildArguments:
 class ExportArguments:
     """`sharegpt4v data export`."""
 
-    dataset: str = field(metadata={"help": "dataset folder (or Hub repo id)", "metavar": "OUT", "positional": True})
+    dataset: str = positional("dataset folder (or Hub repo id)", "OUT")
     to_json: str = field(metadata={"help": "JSON file to write", "metavar": "FILE", "deprecated": ["--json"]})
     image_root: str | None = field(
         default=None, metadata={"help": "data root (default: the one in OUT/report.json)", "metavar": "DIR"}
@@ -64,9 +64,7 @@ class ExportArguments:
 class StatsArguments:
     """`sharegpt4v data stats`."""
 
-    dataset: str = field(
-        metadata={"help": "dataset folder, caption folder or Hub repo id", "metavar": "OUT", "positional": True}
-    )
+    dataset: str = positional("dataset folder, caption folder or Hub repo id", "OUT")
     show: int = field(default=20, metadata={"help": "degenerate captions to print (all go to --report)"})
     report: str | None = field(
         default=None,
@@ -91,12 +89,8 @@ class StatsArguments:
 class PushArguments:
     """`sharegpt4v data push`."""
 
-    dataset: str = field(
-        metadata={"help": "dataset folder from `sharegpt4v data build`", "metavar": "OUT", "positional": True}
-    )
-    repo_id: str = field(
-        metadata={"help": "Hub dataset repo, e.g. user/sharegpt4v-cap100k", "metavar": "REPO_ID", "positional": True}
-    )
+    dataset: str = positional("dataset folder from `sharegpt4v data build`", "OUT")
+    repo_id: str = positional("Hub dataset repo, e.g. user/sharegpt4v-cap100k", "REPO_ID")
     private: bool = field(default=False, metadata={"help": "create the repo private"})
     token: str | None = field(default=None, metadata={"help": "Hub token (default: the logged-in one)"})
 

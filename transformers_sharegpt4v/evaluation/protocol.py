@@ -27,8 +27,11 @@ import math
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from ..errors import UsageError
 from ..tokenization_sharegpt4v import IMAGE_TOKEN
@@ -324,144 +327,39 @@ class Benchmark:
         return self.question(doc, **self.question_kwargs)
 
 
-_MODEL_VQA_LOADER = "model_vqa_loader"
-
-
-def _mmbench(lang: str, title: str, paper: float, source: str) -> Benchmark:
-    """MMBench in one language. The paper's number is the test set, scored by its server from the submission
-    file; a dev run is scored here too (all circular rounds), but that is not the paper's number."""
-    return Benchmark(
-        f"mmbench_{lang}",
-        title,
+_QUESTIONS = {
+    f.__name__: f
+    for f in (
+        mme_question,
+        short_answer_question,
+        vizwiz_question,
+        textvqa_question,
+        open_question,
         mmbench_question,
-        {"accuracy": None, "circular_accuracy": None, "submission": paper},
-        source,
-        test_split="dev",
-        max_new_tokens=1024,
-        columns=("index", "image", "question", "hint", "A", "B"),
-        question_kwargs={"lang": lang},
-        scored_by="MMBench evaluation server (test split; dev is also scored here)",
-        needs=f"lmms-lab/MMBench {lang} dev or test split",
+        seed_question,
+        scienceqa_question,
+        qbench_question,
     )
-
-
-BENCHMARKS: dict[str, Benchmark] = {
-    b.name: b
-    for b in [
-        Benchmark(
-            "vqav2",
-            "VQAv2 (test-dev)",
-            short_answer_question,
-            {"submission": 80.6},
-            f"scripts/sharegpt4v/eval/vqav2.sh ({_MODEL_VQA_LOADER}, convert_vqav2_for_submission)",
-            test_split="testdev",
-            columns=("question_id", "image", "question"),
-            scored_by="EvalAI server (VQA Challenge, test-dev phase)",
-            needs="lmms-lab/VQAv2 testdev split (107,394 questions)",
-        ),
-        Benchmark(
-            "gqa",
-            "GQA (test-dev balanced)",
-            short_answer_question,
-            {"accuracy": 63.3},
-            f"scripts/sharegpt4v/eval/gqa.sh ({_MODEL_VQA_LOADER}, convert_gqa_for_eval + GQA eval.py)",
-            test_split="testdev",
-            columns=("image", "question", "answer"),
-            needs="GQA testdev-balanced questions with their images in one table (12,578 rows)",
-        ),
-        Benchmark(
-            "vizwiz",
-            "VizWiz (test)",
-            vizwiz_question,
-            {"submission": 57.2},
-            f"scripts/sharegpt4v/eval/vizwiz.sh ({_MODEL_VQA_LOADER}, convert_vizwiz_for_submission)",
-            test_split="test",
-            columns=("question_id", "image", "question"),
-            scored_by="EvalAI server (VizWiz VQA, test-standard)",
-            needs="lmms-lab/VizWiz-VQA test split (8,000 questions)",
-        ),
-        Benchmark(
-            "textvqa",
-            "TextVQA (val)",
-            textvqa_question,
-            {"accuracy": 60.4},
-            f"scripts/sharegpt4v/eval/textvqa.sh ({_MODEL_VQA_LOADER} on the OCR-token questions, eval_textvqa)",
-            test_split="validation",
-            columns=("question_id", "image", "question", "answers", "ocr_tokens"),
-            needs="lmms-lab/textvqa validation split (5,000 questions, with ocr_tokens)",
-        ),
-        Benchmark(
-            "mme",
-            "MME",
-            mme_question,
-            {"mme_perception": 1567.4, "mme_cognition": 376.4},
-            f"scripts/sharegpt4v/eval/mme.sh ({_MODEL_VQA_LOADER})",
-            columns=("question_id", "image", "question", "answer", "category"),
-            needs="lmms-lab/MME test split (2,374 questions)",
-        ),
-        _mmbench(
-            "en", "MMBench", 68.8, "scripts/sharegpt4v/eval/mmbench_en.sh (model_vqa_mmbench, --single-pred-prompt)"
-        ),
-        _mmbench("cn", "MMBench-CN", 62.2, "scripts/sharegpt4v/eval/mmbench_cn.sh (model_vqa_mmbench, --lang cn)"),
-        Benchmark(
-            "seedbench",
-            "SEED-Bench (image)",
-            seed_question,
-            {"accuracy": 69.7},
-            f"scripts/sharegpt4v/eval/seed.sh ({_MODEL_VQA_LOADER})",
-            columns=("question_id", "image", "question", "choice_a", "choice_b", "choice_c", "choice_d", "answer"),
-            needs="lmms-lab/SEED-Bench test split (image questions are kept)",
-        ),
-        Benchmark(
-            "scienceqa_img",
-            "ScienceQA-IMG",
-            scienceqa_question,
-            {"accuracy": 68.4},
-            "scripts/sharegpt4v/eval/sqa.sh (model_vqa_science, --single-pred-prompt)",
-            pad=False,
-            max_new_tokens=1024,
-            columns=("image", "question", "choices", "hint", "answer"),
-            needs="lmms-lab/ScienceQA ScienceQA-IMG test split (2,017 questions)",
-        ),
-        Benchmark(
-            "qbench",
-            "Q-Bench (LLVisionQA)",
-            qbench_question,
-            {"accuracy": 63.4},
-            "scripts/sharegpt4v/eval/qbench.sh (model_vqa_qbench, --conv-mode share4v_v1)",
-            test_split="dev",
-            conversation="share4v_v1",
-            pad=False,
-            max_new_tokens=1024,
-            columns=("image", "question", "correct_choice"),
-            needs="Q-Bench LLVisionQA dev split (lmms-lab/Q-Bench)",
-        ),
-        Benchmark(
-            "llava_bench",
-            "LLaVA-Bench (in the wild)",
-            open_question,
-            {"submission": 72.6},
-            "scripts/sharegpt4v/eval/llavabench.sh (model_vqa, then eval_gpt_review_bench)",
-            test_split="train",
-            max_new_tokens=1024,
-            columns=("question_id", "image", "question"),
-            scored_by="GPT-4 judge (LLaVA's eval_gpt_review_bench.py + summarize_gpt_review.py)",
-            needs="lmms-lab/llava-bench-in-the-wild (60 questions); an OpenAI API key for the judge",
-        ),
-        Benchmark(
-            "mmvet",
-            "MM-Vet",
-            open_question,
-            {"submission": 37.6},
-            "scripts/sharegpt4v/eval/mmvet.sh (model_vqa, then convert_mmvet_for_eval)",
-            test_split="test",
-            max_new_tokens=1024,
-            columns=("question_id", "image", "question"),
-            scored_by="GPT-4 judge (MM-Vet's evaluator, or its online grader)",
-            needs="lmms-lab/MMVet test split (218 questions); an OpenAI API key or the online grader",
-        ),
-    ]
 }
+
+
+def _read_benchmarks(path: Path) -> dict[str, Benchmark]:
+    """The benchmark table `benchmarks.yaml` as `Benchmark` records; an unknown field or question function is
+    an error naming the benchmark."""
+    known = {f.name for f in fields(Benchmark)} - {"name"}
+    benchmarks = {}
+    for name, entry in yaml.safe_load(path.read_text(encoding="utf-8")).items():
+        problems = [f"unknown field {key!r}" for key in sorted(set(entry) - known)]
+        if entry.get("question") not in _QUESTIONS:
+            problems.append(f"`question` is not one of {sorted(_QUESTIONS)}")
+        if problems:
+            raise ValueError(f"{path} [{name}]: " + "; ".join(problems))
+        entry = {**entry, "question": _QUESTIONS[entry["question"]], "columns": tuple(entry.get("columns", ()))}
+        benchmarks[name] = Benchmark(name, **entry)
+    return benchmarks
+
+
+BENCHMARKS: dict[str, Benchmark] = _read_benchmarks(Path(__file__).with_name("benchmarks.yaml"))
 
 # `--tasks paper`: the benchmarks of the paper's table (docs/reference.md, "The paper's numbers")
 PAPER_TASKS: tuple[str, ...] = tuple(BENCHMARKS)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..arguments import positional
 from ..dtypes import DTYPE_CHOICES, parse_dtype
 from ..errors import MissingFileError, UsageError
 
@@ -194,9 +195,7 @@ def _save_processor(config: Any, tokenizer: Any, output_dir: Path) -> None:
 class InitArguments:
     """`sharegpt4v init DST --vision VIT --llm LLM [--projector FILE]`."""
 
-    output_dir: str = field(
-        metadata={"help": "folder to write the new checkpoint to", "metavar": "DST", "positional": True}
-    )
+    output_dir: str = positional("folder to write the new checkpoint to", "DST")
     vision: str = field(metadata={"help": "CLIP (vision) checkpoint: Hub id or folder", "metavar": "VIT"})
     llm: str = field(metadata={"help": "Llama/Vicuna checkpoint: Hub id or folder", "metavar": "LLM"})
     projector: str | None = field(

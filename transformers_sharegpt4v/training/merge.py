@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..arguments import positional
 from ..dtypes import DTYPE_CHOICES, parse_dtype
 from ..errors import MissingFileError, UsageError
 
@@ -44,12 +45,8 @@ def merge_lora(adapter: str | Path, output_dir: str | Path, base: str | None = N
 class MergeArguments:
     """`sharegpt4v merge-lora ADAPTER DST [--base MODEL] [--dtype ...]`."""
 
-    adapter: str = field(
-        metadata={"help": "folder saved by a use_peft training run", "metavar": "ADAPTER", "positional": True}
-    )
-    output_dir: str = field(
-        metadata={"help": "folder to write the merged checkpoint to", "metavar": "DST", "positional": True}
-    )
+    adapter: str = positional("folder saved by a use_peft training run", "ADAPTER")
+    output_dir: str = positional("folder to write the merged checkpoint to", "DST")
     base: str | None = field(
         default=None, metadata={"help": "base checkpoint (default: the adapter's base_model_name_or_path)"}
     )
