@@ -4,17 +4,21 @@ export of the same checkpoint (batch 1: the only size it supports), the peer the
     OMP_NUM_THREADS=2 python benchmarks/bench_eval.py                  # tiny model built in code, CPU
     python benchmarks/bench_eval.py --model ShareGPT4V-7B-plugin --max-new-tokens 16 --device cuda
 
-Both run lmms-eval's own CLI (`python -m lmms_eval`'s `main`), each in its own process, on the same documents:
-every row of the local fixture tasks (tests/fixtures/eval, the 12 benchmarks of the paper's table: 52
+All run lmms-eval's own CLI (`python -m lmms_eval`'s `main`), each in its own process, on the same documents:
+every row of the local fixture tasks (tests/fixtures/eval, the 12 benchmarks of the paper's table: 53
 questions), each row repeated `--repeat` times (default 4: a real task has thousands of rows, and 2-8 rows per
-task would leave a batch of 8 unfilled), written out by `sharegpt4v eval`'s task writer; one `--gen_kwargs max_new_tokens=N` for both (the
-tiny model's answers are noise that runs to the budget, so both do the same decoding work). The peer is the
-llava-hf export made by `sharegpt4v convert PLUGIN OUT --to llava-hf`, with the same weights.
+task would leave a batch of 8 unfilled), each repeat of each task with its own copy of the photos (so that
+questions share an image only as the fixture's tasks do: MME's pairs, MMBench's rounds), written out by
+`sharegpt4v eval`'s task writer; one `--gen_kwargs max_new_tokens=N` for all (the tiny model's answers are
+noise that runs to the budget, so all do the same decoding work). The peer is the llava-hf export made by
+`sharegpt4v convert PLUGIN OUT --to llava-hf`, with the same weights. Ours runs twice: as it ships (questions
+about one image prefill it once) and with `share_prefix=false` (every prompt prefilled whole).
 
 Each process times its model's `generate_until` (the answering; model loading, dataset loading and scoring are
 left out, and shown apart as the process's wall time), in wall seconds and in CPU seconds of the process. On a
 machine shared with other jobs the wall time moves a lot between runs, the CPU time far less, so the ratio is
-given for both. Printed: documents per second of each, and the ratio sharegpt4v / llava_hf.
+given for both. Printed: documents per second of each, the ratios sharegpt4v / llava_hf, and how many answers
+agree.
 """
 
 from __future__ import annotations
@@ -87,17 +91,43 @@ def run(model_name: str, model_args: str, tasks_dir: Path, tasks: list[str], bat
     return timing
 
 
-def repeat_rows(source: Path, folder: Path, times: int) -> Path:
-    """`folder` with each benchmark parquet of `source`, every row repeated `times` times (the same question
-    asked again: timing only, the scores of such a run mean nothing)."""
+def repeat_rows(source: Path, folder: Path, times: int) -> tuple[Path, int]:
+    """`folder` with each benchmark parquet of `source`, every row repeated `times` times, and the number of
+    distinct images. Each (task, repeat) gets its own copy of every photo (one pixel set to a colour of its
+    own, so the bytes and pixels differ): the fixture tasks all ask about the same four photos, and without this
+    the shared-prefix path would find far more questions about one image than a real benchmark has. Within a
+    task the fixture's own sharing stays (MME asks two questions about an image, MMBench four rounds)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.glob("*.parquet")):
+    distinct: set[bytes] = set()
+    for number, path in enumerate(sorted(source.glob("*.parquet"))):
         table = pq.read_table(path)
-        pq.write_table(pa.concat_tables([table] * max(times, 1)), folder / path.name)
-    return folder
+        copies = []
+        for repeat in range(max(times, 1)):
+            column = table.column("image").to_pylist()
+            column = [_marked(cell, (number * 16 + repeat) % 256, distinct) for cell in column]
+            index = table.schema.get_field_index("image")
+            copies.append(table.set_column(index, "image", pa.array(column, type=table.schema.field("image").type)))
+        pq.write_table(pa.concat_tables(copies), folder / path.name)
+    return folder, len(distinct)
+
+
+def _marked(cell, mark: int, distinct: set[bytes]):
+    """An image cell (or a list of them) with pixel (0, 0) set to (mark, 255 - mark, 7), re-encoded as PNG."""
+    import io
+
+    from PIL import Image
+
+    if isinstance(cell, list):
+        return [_marked(item, mark, distinct) for item in cell]
+    image = Image.open(io.BytesIO(cell["bytes"])).convert("RGB")
+    image.putpixel((0, 0), (mark, 255 - mark, 7))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    distinct.add(buffer.getvalue())
+    return {**cell, "bytes": buffer.getvalue()}
 
 
 def main() -> None:
@@ -146,33 +176,53 @@ def main() -> None:
         )
         if converted.returncode != 0:
             sys.exit(f"bench_eval: the llava-hf export failed: {converted.stderr[-2000:]}")
-        tasks = list(write_tasks(repeat_rows(EVAL_DATA, tmp / "data", args.repeat), tmp / "tasks"))
+        data, images = repeat_rows(EVAL_DATA, tmp / "data", args.repeat)
+        tasks = list(write_tasks(data, tmp / "tasks"))
         common = f"device={args.device},dtype=float32"
         ours = run(
             "sharegpt4v", f"pretrained={plugin},{common}", tmp / "tasks", tasks, args.batch_size, args, tmp / "a"
+        )
+        whole = run(
+            "sharegpt4v",
+            f"pretrained={plugin},{common},share_prefix=false",
+            tmp / "tasks",
+            tasks,
+            args.batch_size,
+            args,
+            tmp / "c",
         )
         # llava_hf's default device_map "" is refused by transformers 5: name the device
         peer_args = f"pretrained={export},{common},device_map={args.device}"
         peer = run("llava_hf", peer_args, tmp / "tasks", tasks, 1, args, tmp / "b")
 
     n = ours["documents"]
-    if n != peer["documents"]:
-        sys.exit(f"bench_eval: the runs answered {n} and {peer['documents']} documents")
+    if not n == whole["documents"] == peer["documents"]:
+        sys.exit(f"bench_eval: the runs answered {n}, {whole['documents']} and {peer['documents']} documents")
     same = sum(ours["answers"].get(key) == value for key, value in peer["answers"].items())
+    unshared_same = sum(ours["answers"].get(key) == value for key, value in whole["answers"].items())
     print(
-        f"bench_eval: {n} documents ({len(tasks)} fixture tasks, each row x{args.repeat}), "
-        f"max_new_tokens={args.max_new_tokens}, "
-        f"{args.device}, model={args.model or 'tiny'}, one lmms-eval process each"
+        f"bench_eval: {n} documents on {images} distinct images ({len(tasks)} fixture tasks, each row "
+        f"x{args.repeat}), max_new_tokens={args.max_new_tokens}, {args.device}, model={args.model or 'tiny'}, "
+        "one lmms-eval process each"
     )
-    for name, timing, batch in (("llava_hf (peer)", peer, 1), ("sharegpt4v", ours, args.batch_size)):
+    runs = (
+        ("llava_hf (peer)", peer, 1),
+        ("sharegpt4v whole", whole, args.batch_size),
+        ("sharegpt4v", ours, args.batch_size),
+    )
+    for name, timing, batch in runs:
         print(
-            f"{name:<16} batch {batch:<2} {n / timing['wall']:7.2f} docs/s wall ({timing['wall']:.1f} s), "
+            f"{name:<17} batch {batch:<2} {n / timing['wall']:7.2f} docs/s wall ({timing['wall']:.1f} s), "
             f"{n / timing['cpu']:7.2f} docs/cpu-s ({timing['cpu']:.1f} cpu-s); process {timing['process_wall']:.1f} s"
         )
     print(
         f"ratio sharegpt4v b{args.batch_size} / llava_hf b1: {peer['wall'] / ours['wall']:.2f}x (wall), "
-        f"{peer['cpu'] / ours['cpu']:.2f}x (cpu); {same}/{n} answers equal (the peer's prompt and pixels differ: "
-        "chat template, no pad to square)"
+        f"{peer['cpu'] / ours['cpu']:.2f}x (cpu); without prefix sharing {peer['wall'] / whole['wall']:.2f}x (wall), "
+        f"{peer['cpu'] / whole['cpu']:.2f}x (cpu)"
+    )
+    print(
+        f"answers: shared prefix = whole prompts on {unshared_same}/{n}; = llava_hf on {same}/{n} (the peer's prompt "
+        "and pixels differ: chat template, no pad to square)"
     )
 
 

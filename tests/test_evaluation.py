@@ -3,6 +3,8 @@ side against plain `model.generate` / the model's own loss, the scoring rules, t
 lmms-eval runs on the fixture data (tests/fixtures/eval, built by its build_fixtures.py from the photos in
 tests/fixtures/images). The lmms-eval tests skip where lmms-eval is not installed (`pip install .[eval]`)."""
 
+import functools
+import hashlib
 import importlib.util
 import json
 import os
@@ -203,19 +205,21 @@ def test_generate_is_model_generate_on_the_original_inputs(evaluator, monkeypatc
         )
 
     seen = []
-    generate = model.generate
+    encode_images = model.model.get_image_features
 
-    def spy(**kwargs):
-        seen.append(kwargs["pixel_values"])
-        return generate(**kwargs)
+    @functools.wraps(encode_images)  # generate reads its signature
+    def spy(pixel_values, *args, **kwargs):
+        seen.extend(pixel_values)
+        return encode_images(pixel_values, *args, **kwargs)
 
-    monkeypatch.setattr(model, "generate", spy)
-    assert evaluator.generate(requests) == expected
+    monkeypatch.setattr(model.model, "get_image_features", spy)
+    for share_prefix in (True, False):
+        assert EvalModel(model, processor, share_prefix=share_prefix).generate(requests) == expected
     # the padded and the plain CLIP pixels of the dog photo (375x500) differ; each request got its own
-    padded = processor.image_processor(dog, do_pad=True, return_tensors="pt")["pixel_values"]
-    plain = processor.image_processor(dog, do_pad=False, return_tensors="pt")["pixel_values"]
+    padded = processor.image_processor(dog, do_pad=True, return_tensors="pt")["pixel_values"][0]
+    plain = processor.image_processor(dog, do_pad=False, return_tensors="pt")["pixel_values"][0]
     assert not torch.equal(padded, plain)
-    assert any(torch.equal(p, plain) for p in seen) and any(torch.equal(p, padded) for p in seen)
+    assert sum(torch.equal(p, plain) for p in seen) == 2 and sum(torch.equal(p, padded) for p in seen) == 2
 
 
 def test_batched_answers_equal_one_at_a_time(checkpoint, evaluator):
@@ -227,6 +231,100 @@ def test_batched_answers_equal_one_at_a_time(checkpoint, evaluator):
     one = evaluator.generate(requests)
     batched = EvalModel(evaluator.model, evaluator.processor, batch_size=3).generate(requests)
     assert batched == one
+
+
+def _fixture_requests(max_new_tokens: int) -> list[GenerationRequest]:
+    """Every row of the local tasks, with its benchmark's options: 53 questions on the four photos."""
+    requests = []
+    for name, benchmark in BENCHMARKS.items():
+        options = {
+            "max_new_tokens": max_new_tokens,
+            "conversation": benchmark.conversation,
+            "image_aspect_ratio": "pad" if benchmark.pad else "original",
+        }
+        for row in rows(name):
+            images = row["image"] if isinstance(row["image"], list) else [row["image"]]
+            requests.append(GenerationRequest(benchmark.prompt_text(row), images, options))
+    return requests
+
+
+def test_shared_prefix_answers_equal_whole_prompts_and_encode_each_image_once(evaluator, monkeypatch):
+    """Sharing the prefix changes no answer (batch 1 and 3, against whole prompts at batch 1), and each
+    distinct prefix (conversation, padding, image) is prefilled once, however the batches fall."""
+    model, processor = evaluator.model, evaluator.processor
+    requests = _fixture_requests(max_new_tokens=8)
+    whole = EvalModel(model, processor, batch_size=1, share_prefix=False).generate(requests)
+    distinct = {
+        (
+            r.options["conversation"],
+            r.options["image_aspect_ratio"],
+            *(hashlib.sha1(i.tobytes()).hexdigest() for i in r.images),
+        )
+        for r in requests
+    }
+    assert len(distinct) < len(requests) / 2  # the fixtures ask several questions about each photo
+    encoded = []
+    encode_images = model.model.get_image_features
+
+    @functools.wraps(encode_images)
+    def spy(pixel_values, *args, **kwargs):
+        encoded.append(len(pixel_values))
+        return encode_images(pixel_values, *args, **kwargs)
+
+    monkeypatch.setattr(model.model, "get_image_features", spy)
+    for batch_size in (1, 3):
+        encoded.clear()
+        assert EvalModel(model, processor, batch_size=batch_size).generate(requests) == whole
+        # one image a distinct prefix, plus the second image of the one two-image question's prefix
+        multi = sum(len(r.images) - 1 for r in requests)
+        assert sum(encoded) == len(distinct) + multi
+
+
+def test_shared_prefix_logits_equal_the_whole_prompts(evaluator):
+    """Two questions about one photo through the shared path (one prefix prefill, pads between prefix and
+    question): the logits of every generated step equal those of each prompt run alone, prefilled whole."""
+    from transformers_sharegpt4v.evaluation.prefix import batch_cache, prefix_cache, shared_inputs, split_prefix
+
+    model, processor = evaluator.model, evaluator.processor
+    dog = Image.open(PHOTOS / "coco_dog_000000319154.jpg")
+    prompts = [build_prompt("Is there a dog?"), build_prompt("What is the animal on the left doing, and why?")]
+    encoded = [processor(text=p, images=[dog], return_tensors="pt") for p in prompts]
+    alone = []
+    for item in encoded:
+        out = model.generate(
+            **item, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
+        )
+        alone.append(torch.stack(out.logits, dim=1)[0])
+    prefixes = [split_prefix(i["input_ids"], i["pixel_values"], model.config.image_token_id) for i in encoded]
+    assert prefixes[0] == prefixes[1] and prefixes[0].length < encoded[0]["input_ids"].shape[1]
+    length = prefixes[0].length
+    with torch.inference_mode():
+        layers = prefix_cache(model, encoded[0]["input_ids"][:, :length], encoded[0]["pixel_values"])
+    cache = batch_cache([layers, layers], model.config)
+    input_ids, attention_mask = shared_inputs(encoded, length, processor.tokenizer.pad_token_id)
+    assert (attention_mask == 0).any()  # the shorter question is padded between its prefix and its text
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        cache=cache,
+        max_new_tokens=3,
+        do_sample=False,
+        output_logits=True,
+        return_dict_in_generate=True,
+        pad_token_id=processor.tokenizer.pad_token_id,
+    )
+    shared = torch.stack(out.logits, dim=1)
+    for row in range(2):
+        torch.testing.assert_close(shared[row], alone[row], rtol=1e-4, atol=1e-4)
+
+
+def test_plan_batches_keeps_a_prefix_together():
+    from transformers_sharegpt4v.evaluation.prefix import SharedPrefix, plan_batches
+
+    a, b, c = SharedPrefix(("a",), 10), SharedPrefix(("b",), 10), SharedPrefix(("c",), 12)
+    prefixes = {0: a, 1: b, 2: a, 3: c, 4: b, 5: a}
+    assert plan_batches(prefixes, 2) == [[0, 2], [5, 1], [4], [3]]
+    assert plan_batches(prefixes, 8) == [[0, 2, 5, 1, 4], [3]]  # one prefix length a batch
 
 
 def test_stop_strings_and_options(evaluator, caplog):
@@ -524,7 +622,11 @@ def test_tasks_only_prints_the_lmms_eval_command(checkpoint, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"--include_path {(out / 'tasks').resolve()} --tasks sharegpt4v_mme" in printed
     assert "python -m lmms_eval --model sharegpt4v" in printed
+    assert f"--model_args pretrained={checkpoint},dtype=auto,share_prefix=true " in printed
     assert sorted(p.name for p in (out / "tasks").iterdir()) == ["sharegpt4v_mme.yaml"]
+    argv = ["eval", "--model", str(checkpoint), "--data", str(EVAL_DATA), "--output", str(out), "--tasks", "mme"]
+    assert main([*argv, "--tasks-only", "--no-share-prefix"]) == 0
+    assert "share_prefix=false" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------------------------ lmms-eval
@@ -537,6 +639,18 @@ def test_entry_point_registers_the_model():
     from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
 
     assert get_model("sharegpt4v") is ShareGPT4VLmms
+
+
+@needs_lmms_eval
+def test_lmms_eval_model_args_share_prefix(checkpoint):
+    from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
+
+    assert ShareGPT4VLmms(pretrained=str(checkpoint), device="cpu").evaluator.share_prefix is True
+    assert (
+        ShareGPT4VLmms(pretrained=str(checkpoint), device="cpu", share_prefix="false").evaluator.share_prefix is False
+    )
+    with pytest.raises(ValueError, match="share_prefix must be true or false, got 'maybe'"):
+        ShareGPT4VLmms(pretrained=str(checkpoint), device="cpu", share_prefix="maybe")
 
 
 @needs_lmms_eval
@@ -622,6 +736,11 @@ def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
     qbench = [r for r in asked if r.options.get("conversation") == "share4v_v1"]
     assert len(qbench) == 4 and all(r.options["image_aspect_ratio"] == "original" for r in qbench)
     assert all(len(r.images) == 1 and r.images[0].mode == "RGB" for r in asked)
+    # questions about one photo are asked together (each photo one run), so that they share their prefix; the
+    # answers went back to their own questions (the scores above)
+    photos = [hashlib.sha1(r.images[0].tobytes()).hexdigest() for r in asked]
+    runs = [photo for i, photo in enumerate(photos) if i == 0 or photos[i - 1] != photo]
+    assert len(runs) == len(set(photos)) == 4
 
 
 def _run(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
@@ -722,7 +841,8 @@ def test_lmms_eval_cli_feeds_generate_the_original_prompts_and_pixels(
     the MME, MMBench, GQA and TextVQA fixtures, at batch 1 and batch 4: every prompt's ids equal the original
     evaluation prompt tokenized as the original does (split at <image>, each piece by SentencePiece, BOS once, the
     image's 576 positions between), the pixels equal the padded original preprocessing, and batch 4 answers equal
-    batch 1's."""
+    batch 1's. With the prefix shared (the default) `generate` gets the same ids, padded between prefix and
+    question, and the answers are the same again (its pixels: test_generate_is_model_generate_on_the_original_inputs)."""
     import sentencepiece
     from lmms_eval.cli.dispatch import main as lmms_eval_main
 
@@ -743,20 +863,20 @@ def test_lmms_eval_cli_feeds_generate_the_original_prompts_and_pixels(
     generate = ShareGPT4VForCausalLM.generate
 
     def spy(self, *args, **kwargs):
-        for ids, mask, pixels in zip(
-            kwargs["input_ids"], kwargs["attention_mask"], kwargs["pixel_values"], strict=True
-        ):
-            fed.append((tuple(ids[mask.bool()].tolist()), pixels.clone(), int(len(kwargs["input_ids"]))))
+        pixel_values = kwargs.get("pixel_values", [None] * len(kwargs["input_ids"]))  # none when shared
+        for ids, mask, pixels in zip(kwargs["input_ids"], kwargs["attention_mask"], pixel_values, strict=True):
+            fed.append((tuple(ids[mask.bool()].tolist()), pixels, int(len(kwargs["input_ids"]))))
         return generate(self, *args, **kwargs)
 
     monkeypatch.setattr(ShareGPT4VForCausalLM, "generate", spy)
     monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "cache"))
     write_tasks(EVAL_DATA, tmp_path / "tasks", list(tasks))
     answers = {}
-    for batch in (1, 4):
+    for batch, share in ((1, "false"), (4, "false"), (4, "true")):
         fed.clear()
-        out = tmp_path / f"batch{batch}"
-        argv = ["lmms_eval", "--model", "sharegpt4v", "--model_args", f"pretrained={checkpoint},device=cpu",
+        out = tmp_path / f"batch{batch}{share}"
+        model_args = f"pretrained={checkpoint},device=cpu,share_prefix={share}"
+        argv = ["lmms_eval", "--model", "sharegpt4v", "--model_args", model_args,
                 "--include_path", str(tmp_path / "tasks"), "--tasks", ",".join(f"sharegpt4v_{t}" for t in tasks),
                 "--batch_size", str(batch), "--gen_kwargs", "max_new_tokens=3", "--output_path", str(out),
                 "--log_samples"]  # fmt: skip
@@ -767,15 +887,17 @@ def test_lmms_eval_cli_feeds_generate_the_original_prompts_and_pixels(
             assert not stop.code
         assert sorted(ids for ids, _, _ in fed) == sorted(expected)
         for ids, pixels, _ in fed:
-            torch.testing.assert_close(pixels, expected[ids], atol=1e-5, rtol=0)
+            if share == "false":
+                torch.testing.assert_close(pixels, expected[ids], atol=1e-5, rtol=0)
         assert max(size for _, _, size in fed) == batch
-        answers[batch] = {}
+        answers[batch, share] = {}
         for task in tasks:
             (samples,) = out.rglob(f"*samples_sharegpt4v_{task}.jsonl")
             for line in samples.read_text().splitlines():
                 sample = json.loads(line)
-                answers[batch][task, sample["doc_id"]] = sample["filtered_resps"]
-    assert len(answers[1]) == 24 and answers[4] == answers[1]
+                answers[batch, share][task, sample["doc_id"]] = sample["filtered_resps"]
+    assert len(answers[1, "false"]) == 24
+    assert answers[4, "false"] == answers[1, "false"] == answers[4, "true"]
 
 
 # ------------------------------------------------------------------------------------------------ torchvision guard

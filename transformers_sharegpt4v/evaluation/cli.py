@@ -58,6 +58,13 @@ class EvalArguments:
         default=None,
         metadata={"help": "override every task's token budget (a smoke test; the paper's budgets are the defaults)"},
     )
+    share_prefix: bool = field(
+        default=True,
+        metadata={
+            "help": "questions about the same image prefill the system prompt and image once (same answers); "
+            "--no-share-prefix prefills every prompt whole"
+        },
+    )
     tasks_only: bool = field(
         default=False, metadata={"help": "write the task YAMLs and print the lmms-eval command; run nothing"}
     )
@@ -66,10 +73,14 @@ class EvalArguments:
 ARGUMENTS = EvalArguments
 
 
+def model_args(args: EvalArguments) -> str:
+    """lmms-eval's `--model_args` string of the run (it parses "key=value,..." strings)."""
+    return f"pretrained={args.model},dtype={args.dtype},share_prefix={str(args.share_prefix).lower()}"
+
+
 def lmms_eval_command(args: EvalArguments, tasks_dir: Path, tasks: list[str]) -> str:
     """The `python -m lmms_eval` command line that runs the same evaluation."""
-    model_args = f"pretrained={args.model},dtype={args.dtype}"
-    parts = ["python", "-m", "lmms_eval", "--model", "sharegpt4v", "--model_args", model_args]
+    parts = ["python", "-m", "lmms_eval", "--model", "sharegpt4v", "--model_args", model_args(args)]
     parts += ["--device", args.device] if args.device else []
     parts += ["--include_path", str(tasks_dir), "--tasks", ",".join(tasks), "--batch_size", str(args.batch_size)]
     if args.limit is not None:
@@ -155,7 +166,7 @@ def evaluate(args: EvalArguments, tasks_dir: Path, tasks: list[str]) -> dict[str
         ) from error
     results = simple_evaluate(
         model="sharegpt4v",
-        model_args=f"pretrained={args.model},dtype={args.dtype}",  # lmms-eval parses "key=value,..." strings
+        model_args=model_args(args),
         tasks=tasks,
         batch_size=args.batch_size,
         device=args.device,

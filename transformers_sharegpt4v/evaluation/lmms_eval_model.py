@@ -16,6 +16,7 @@ plain CLIP preprocessing) and `until` (stop strings); `max_new_tokens`, `tempera
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from lmms_eval.api.instance import Instance
@@ -32,7 +33,8 @@ class ShareGPT4VLmms(lmms):
 
     Model args (`--model_args key=value,...`): `pretrained` (plugin checkpoint folder or Hub id), `device`
     (default: cuda if available, else cpu), `dtype` (auto = float16 on CUDA as in the paper, float32 on
-    CPU), `batch_size` (also lmms-eval's `--batch_size`).
+    CPU), `batch_size` (also lmms-eval's `--batch_size`), `share_prefix` (default true: questions about one
+    image prefill the image once; `share_prefix=false` prefills every prompt whole).
     """
 
     is_simple = True
@@ -43,17 +45,20 @@ class ShareGPT4VLmms(lmms):
         device: str | None = None,
         dtype: str = "auto",
         batch_size: int | str = 1,
+        share_prefix: bool | str = True,
         **kwargs: Any,
     ) -> None:
         super().__init__()
         if kwargs:
             raise ValueError(
-                f"Unknown model_args for sharegpt4v: {sorted(kwargs)}; it takes pretrained, device, dtype and "
-                "batch_size."
+                f"Unknown model_args for sharegpt4v: {sorted(kwargs)}; it takes pretrained, device, dtype, "
+                "batch_size and share_prefix."
             )
         if not pretrained:
             raise ValueError("sharegpt4v needs --model_args pretrained=CHECKPOINT (a plugin checkpoint folder).")
-        self.evaluator = EvalModel.from_pretrained(pretrained, dtype=dtype, device=device, batch_size=int(batch_size))
+        self.evaluator = EvalModel.from_pretrained(
+            pretrained, dtype=dtype, device=device, batch_size=int(batch_size), share_prefix=_flag(share_prefix)
+        )
         self.pretrained = pretrained
 
     @classmethod
@@ -83,22 +88,53 @@ class ShareGPT4VLmms(lmms):
         visuals = doc_to_visual(self._doc(task, split, doc_id)) if doc_to_visual is not None else []
         return [v for v in (visuals or []) if v is not None]
 
+    def _request(self, request: Instance) -> GenerationRequest:
+        context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
+        return GenerationRequest(context, self._images(doc_to_visual, task, split, doc_id), gen_kwargs)
+
     def generate_until(self, requests: list[Instance]) -> list[str]:
-        batch = []
-        for request in requests:
-            context, gen_kwargs, doc_to_visual, doc_id, task, split = request.args
-            batch.append(GenerationRequest(context, self._images(doc_to_visual, task, split, doc_id), gen_kwargs))
-        answers = []
-        progress = tqdm(total=len(batch), disable=self.rank != 0, desc="sharegpt4v answering")
-        # one evaluator call per chunk keeps the progress bar moving; batches form inside each chunk
+        """Answers in chunks of 8 batches. Questions about one image are put next to each other (see `_order`),
+        so that they land in one chunk and share their prefix; a chunk's images are decoded when it runs, so that
+        a task of 100,000 questions never holds more than a chunk's images."""
+        answers: list[str] = [""] * len(requests)
+        self._raw_rows: dict[tuple[str, str], Any] = {}
+        order = self._order(requests)
+        progress = tqdm(total=len(requests), disable=self.rank != 0, desc="sharegpt4v answering")
         chunk = max(self.batch_size, 1) * 8
-        for start in range(0, len(batch), chunk):
-            answers += self.evaluator.generate(batch[start : start + chunk])
-            progress.update(len(batch[start : start + chunk]))
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            replies = self.evaluator.generate([self._request(requests[i]) for i in part])
+            for index, answer in zip(part, replies, strict=True):
+                answers[index] = answer
+            progress.update(len(part))
         progress.close()
         for request, answer in zip(requests, answers, strict=True):
             self.cache_hook.add_partial("generate_until", request.args[:2], answer)
         return answers
+
+    def _order(self, requests: list[Instance]) -> list[int]:
+        """lmms-eval's order, but each question about an image already seen moved up behind the first question
+        about it (MMBench lists its circular rounds far apart). Images are told apart by their stored bytes,
+        read without decoding; a request whose bytes cannot be read keeps its place."""
+        first: dict[str, int] = {}
+        keys = []
+        for index, request in enumerate(requests):
+            digest = self._stored_image_digest(*request.args[3:6])
+            keys.append((index if digest is None else first.setdefault(digest, index), index))
+        return sorted(range(len(requests)), key=keys.__getitem__)
+
+    def _stored_image_digest(self, doc_id: int, task: str, split: str) -> str | None:
+        """A digest of the stored bytes of the row's image columns (`datasets.Image`, or lists of them)."""
+        if (task, split) not in self._raw_rows:
+            self._raw_rows[(task, split)] = _raw_image_rows(self.task_dict.get(task, {}).get(split))
+        raw = self._raw_rows[(task, split)]
+        if raw is None:
+            return None
+        rows, columns = raw
+        digest = hashlib.sha1()
+        for column in columns:
+            _feed(digest, rows[doc_id].column(column).to_pylist())
+        return digest.hexdigest()
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         results = []
@@ -116,3 +152,46 @@ class ShareGPT4VLmms(lmms):
             "sharegpt4v answers single-turn questions (generate_until) and scores continuations (loglikelihood); "
             "multi-round tasks are not supported."
         )
+
+
+def _flag(value: bool | str) -> bool:
+    """A boolean model arg (lmms-eval passes `key=value` strings through as they are, or cast)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"share_prefix must be true or false, got {value!r}.")
+
+
+def _raw_image_rows(dataset: Any) -> tuple[Any, list[str]] | None:
+    """`dataset` in arrow format (rows not decoded) and its image columns; None when it is not a `datasets`
+    dataset or has no image column."""
+    try:
+        import datasets
+    except ImportError:
+        return None
+    if not isinstance(dataset, datasets.Dataset):
+        return None
+    columns = [
+        name
+        for name, feature in dataset.features.items()
+        if isinstance(feature, datasets.Image) or isinstance(getattr(feature, "feature", None), datasets.Image)
+    ]
+    return (dataset.with_format("arrow"), columns) if columns else None
+
+
+def _feed(digest: Any, value: Any) -> None:
+    """Hash a stored image cell (`{"bytes", "path"}`, or lists of them) by its bytes."""
+    if isinstance(value, bytes):
+        digest.update(value)
+    elif isinstance(value, dict):
+        for key in sorted(value):
+            _feed(digest, value[key])
+    elif isinstance(value, list):
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(repr(value).encode())

@@ -15,6 +15,7 @@ import torch
 
 from ..dtypes import parse_dtype
 from .compat import hide_broken_torchvision
+from .prefix import SharedPrefix, batch_cache, plan_batches, prefix_cache, shared_inputs, split_prefix
 from .protocol import build_prompt
 
 hide_broken_torchvision()  # before this module's users load transformers' processors (see `compat`)
@@ -52,20 +53,29 @@ class EvalModel:
         model: a `ShareGPT4VForCausalLM` in eval mode.
         processor: its `ShareGPT4VProcessor` (tokenizes like the original, pads images to square or not).
         batch_size: questions per `generate` call (left-padded). 1 is how the original loops ran.
+        share_prefix: questions about the same image prefill their common prefix (system prompt and image) once
+            (see `prefix`); the answers are the same, the work less. Greedy and sampled decoding; beam search
+            always runs the plain path.
     """
 
-    def __init__(self, model: Any, processor: Any, batch_size: int = 1) -> None:
+    def __init__(self, model: Any, processor: Any, batch_size: int = 1, share_prefix: bool = True) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
         self.model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
         self.batch_size = int(batch_size)
+        self.share_prefix = bool(share_prefix)
         self._warned: set[str] = set()
 
     @classmethod
     def from_pretrained(
-        cls, path: str, dtype: str | torch.dtype = "auto", device: str | None = None, batch_size: int = 1
+        cls,
+        path: str,
+        dtype: str | torch.dtype = "auto",
+        device: str | None = None,
+        batch_size: int = 1,
+        share_prefix: bool = True,
     ) -> EvalModel:
         """Load a plugin checkpoint folder or Hub id; a released (unconverted) checkpoint is refused with the
         `sharegpt4v convert` command that fixes it."""
@@ -73,7 +83,7 @@ class EvalModel:
 
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model, processor = load_captioner(path, resolve_eval_dtype(dtype, device), device)
-        return cls(model, processor, batch_size=batch_size)
+        return cls(model, processor, batch_size=batch_size, share_prefix=share_prefix)
 
     # ------------------------------------------------------------------------------------------ inputs
 
@@ -127,8 +137,8 @@ class EvalModel:
     @torch.inference_mode()
     def generate(self, requests: list[GenerationRequest]) -> list[str]:
         """The answer to each request, greedy unless its options say otherwise: decoded without special
-        tokens, stripped, cut at the first stop string of `until`. Requests are batched by identical options,
-        longest prompt first, and answered in their original order."""
+        tokens, stripped, cut at the first stop string of `until`. Requests are batched by identical options
+        (and by image when prefixes are shared, else longest prompt first) and answered in their original order."""
         answers: list[str | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
         for index, request in enumerate(requests):
@@ -136,17 +146,73 @@ class EvalModel:
         for indices in groups.values():
             kwargs, until, conversation, pad = self._split_options(requests[indices[0]].options)
             prompts = {i: self.prompt(requests[i].question, len(requests[i].images), conversation) for i in indices}
-            order = sorted(indices, key=lambda i: -len(prompts[i]))
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start : start + self.batch_size]
-                inputs = self.encode([prompts[i] for i in batch], [requests[i].images for i in batch], pad)
-                output = self.model.generate(
-                    **inputs, pad_token_id=self.tokenizer.pad_token_id, use_cache=True, **kwargs
-                )
-                new = output[:, inputs["input_ids"].shape[1] :]
-                for i, text in zip(batch, self.tokenizer.batch_decode(new, skip_special_tokens=True), strict=True):
-                    answers[i] = _cut(text, until).strip()
+            texts: dict[int, str] = {}
+            if self.share_prefix and kwargs.get("num_beams", 1) == 1:
+                texts = self._generate_shared(prompts, requests, kwargs, pad)
+            rest = {i: prompt for i, prompt in prompts.items() if i not in texts}
+            texts.update(self._generate_padded(rest, requests, kwargs, pad))
+            for i, text in texts.items():
+                answers[i] = _cut(text, until).strip()
         return answers  # type: ignore[return-value]
+
+    def _decode_new(self, output: torch.Tensor, prompt_length: int) -> list[str]:
+        return self.tokenizer.batch_decode(output[:, prompt_length:], skip_special_tokens=True)
+
+    def _generate_padded(
+        self, prompts: dict[int, str], requests: list[GenerationRequest], kwargs: dict[str, Any], pad: bool
+    ) -> dict[int, str]:
+        """Left-padded batches, longest prompt first; each prompt prefilled whole."""
+        texts: dict[int, str] = {}
+        order = sorted(prompts, key=lambda i: -len(prompts[i]))
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            inputs = self.encode([prompts[i] for i in batch], [requests[i].images for i in batch], pad)
+            output = self.model.generate(**inputs, pad_token_id=self.tokenizer.pad_token_id, use_cache=True, **kwargs)
+            texts.update(zip(batch, self._decode_new(output, inputs["input_ids"].shape[1]), strict=True))
+        return texts
+
+    def _generate_shared(
+        self, prompts: dict[int, str], requests: list[GenerationRequest], kwargs: dict[str, Any], pad: bool
+    ) -> dict[int, str]:
+        """The prompts with an image, batched by prefix, each prefix prefilled once (the cache of a batch's last
+        prefix carries over to the next batch when that starts with the same prefix). Prompts without an image
+        are left out (the caller answers them on the padded path)."""
+        encoded = {i: self.encode([prompt], [requests[i].images], pad) for i, prompt in prompts.items()}
+        prefixes: dict[int, SharedPrefix] = {}
+        for i, item in encoded.items():
+            if "pixel_values" in item:
+                prefix = split_prefix(item["input_ids"], item["pixel_values"], self.model.config.image_token_id)
+                if prefix is not None:
+                    prefixes[i] = prefix
+        texts: dict[int, str] = {}
+        carried: dict[Any, list] = {}
+        batches = plan_batches(prefixes, self.batch_size)
+        for number, batch in enumerate(batches):
+            length = prefixes[batch[0]].length
+            first = {prefixes[i].key: i for i in reversed(batch)}  # one question of each prefix
+            states = {key: carried[key] for key in first if key in carried}
+            missing = [key for key in first if key not in states]
+            if missing:
+                ids = torch.cat([encoded[first[key]]["input_ids"][:, :length] for key in missing])
+                pixels = torch.cat([encoded[first[key]]["pixel_values"] for key in missing])
+                layers = prefix_cache(self.model, ids, pixels)
+                for row, key in enumerate(missing):
+                    states[key] = [(keys[row : row + 1], values[row : row + 1]) for keys, values in layers]
+            cache = batch_cache([states[prefixes[i].key] for i in batch], self.model.config)
+            input_ids, attention_mask = shared_inputs([encoded[i] for i in batch], length, self.tokenizer.pad_token_id)
+            output = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                cache=cache,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+                **kwargs,
+            )
+            texts.update(zip(batch, self._decode_new(output, input_ids.shape[1]), strict=True))
+            last = prefixes[batch[-1]].key
+            following = batches[number + 1][0] if number + 1 < len(batches) else None
+            carried = {last: states[last]} if following is not None and prefixes[following].key == last else {}
+        return texts
 
     # ------------------------------------------------------------------------------------------ loglikelihood
 
