@@ -91,12 +91,14 @@ def run(model_name: str, model_args: str, tasks_dir: Path, tasks: list[str], bat
     return timing
 
 
-def repeat_rows(source: Path, folder: Path, times: int) -> tuple[Path, int]:
+def repeat_rows(source: Path, folder: Path, times: int, same_photos: bool = False) -> tuple[Path, int]:
     """`folder` with each benchmark parquet of `source`, every row repeated `times` times, and the number of
     distinct images. Each (task, repeat) gets its own copy of every photo (one pixel set to a colour of its
     own, so the bytes and pixels differ): the fixture tasks all ask about the same four photos, and without this
     the shared-prefix path would find far more questions about one image than a real benchmark has. Within a
-    task the fixture's own sharing stays (MME asks two questions about an image, MMBench four rounds)."""
+    task the fixture's own sharing stays (MME asks two questions about an image, MMBench four rounds).
+    `same_photos`: the repeats of a task keep its photos (each image asked `times` times more, as GQA asks
+    about 30 questions an image and VQAv2 about 3); tasks still get their own copies."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -107,7 +109,8 @@ def repeat_rows(source: Path, folder: Path, times: int) -> tuple[Path, int]:
         copies = []
         for repeat in range(max(times, 1)):
             column = table.column("image").to_pylist()
-            column = [_marked(cell, (number * 16 + repeat) % 256, distinct) for cell in column]
+            mark = (number * 16 + (0 if same_photos else repeat)) % 256
+            column = [_marked(cell, mark, distinct) for cell in column]
             index = table.schema.get_field_index("image")
             copies.append(table.set_column(index, "image", pa.array(column, type=table.schema.field("image").type)))
         pq.write_table(pa.concat_tables(copies), folder / path.name)
@@ -141,6 +144,11 @@ def main() -> None:
         type=int,
         default=4,
         help="each fixture row this many times (a real task has thousands of rows; 2-8 rows leave batches unfilled)",
+    )
+    parser.add_argument(
+        "--same-photos",
+        action="store_true",
+        help="the repeats of a task keep its photos (several questions an image, as GQA and VQAv2 ask)",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--timing-file", default=None, help=argparse.SUPPRESS)
@@ -176,7 +184,7 @@ def main() -> None:
         )
         if converted.returncode != 0:
             sys.exit(f"bench_eval: the llava-hf export failed: {converted.stderr[-2000:]}")
-        data, images = repeat_rows(EVAL_DATA, tmp / "data", args.repeat)
+        data, images = repeat_rows(EVAL_DATA, tmp / "data", args.repeat, args.same_photos)
         tasks = list(write_tasks(data, tmp / "tasks"))
         common = f"device={args.device},dtype=float32"
         ours = run(
@@ -202,7 +210,7 @@ def main() -> None:
     unshared_same = sum(ours["answers"].get(key) == value for key, value in whole["answers"].items())
     print(
         f"bench_eval: {n} documents on {images} distinct images ({len(tasks)} fixture tasks, each row "
-        f"x{args.repeat}), max_new_tokens={args.max_new_tokens}, {args.device}, model={args.model or 'tiny'}, "
+        f"x{args.repeat}{', repeats on the same photos' if args.same_photos else ''}), max_new_tokens={args.max_new_tokens}, {args.device}, model={args.model or 'tiny'}, "
         "one lmms-eval process each"
     )
     runs = (
