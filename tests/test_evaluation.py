@@ -654,6 +654,21 @@ def test_lmms_eval_model_args_share_prefix(checkpoint):
 
 
 @needs_lmms_eval
+def test_lmms_eval_model_puts_one_images_questions_together(evaluator):
+    """MME's rows 0 and 1 ask about one photo, rows 2 and 3 about another: asked in the order 0, 2, 1, 3, the
+    adapter answers 0, 1 (after 0) and 2, 3; a row it cannot read (doc 99) keeps its place."""
+    from types import SimpleNamespace
+
+    from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
+
+    adapter = ShareGPT4VLmms.from_evaluator(evaluator)
+    adapter.task_dict = {"mme": {"test": datasets.Dataset.from_parquet(str(EVAL_DATA / "mme.parquet"))}}
+    adapter._raw_rows = {}
+    requests = [SimpleNamespace(args=("q", {}, None, doc, "mme", "test")) for doc in (0, 2, 1, 99, 3)]
+    assert adapter._order(requests) == [0, 2, 1, 4, 3]
+
+
+@needs_lmms_eval
 def test_lmms_eval_model_refuses_a_released_checkpoint_with_the_convert_command(tmp_path):
     from transformers_sharegpt4v.evaluation.lmms_eval_model import ShareGPT4VLmms
 

@@ -132,8 +132,11 @@ class ShareGPT4VLmms(lmms):
             return None
         rows, columns = raw
         digest = hashlib.sha1()
-        for column in columns:
-            _feed(digest, rows[doc_id].column(column).to_pylist())
+        try:
+            for column in columns:
+                _feed(digest, rows[doc_id].column(column).to_pylist())
+        except (IndexError, KeyError, TypeError, ValueError):  # ordering is an optimisation: never fail a run on it
+            return None
         return digest.hexdigest()
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
