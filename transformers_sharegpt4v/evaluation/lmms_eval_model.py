@@ -97,7 +97,6 @@ class ShareGPT4VLmms(lmms):
         so that they land in one chunk and share their prefix; a chunk's images are decoded when it runs, so that
         a task of 100,000 questions never holds more than a chunk's images."""
         answers: list[str] = [""] * len(requests)
-        self._raw_rows: dict[tuple[str, str], Any] = {}
         order = self._order(requests)
         progress = tqdm(total=len(requests), disable=self.rank != 0, desc="sharegpt4v answering")
         chunk = max(self.batch_size, 1) * 8
@@ -117,27 +116,15 @@ class ShareGPT4VLmms(lmms):
         about it (MMBench lists its circular rounds far apart). Images are told apart by their stored bytes,
         read without decoding; a request whose bytes cannot be read keeps its place."""
         first: dict[str, int] = {}
+        tables: dict[tuple[str, str], Any] = {}  # (task, split) -> its rows undecoded and image columns, or None
         keys = []
         for index, request in enumerate(requests):
-            digest = self._stored_image_digest(*request.args[3:6])
+            doc_id, task, split = request.args[3:6]
+            if (task, split) not in tables:
+                tables[task, split] = _raw_image_rows(self.task_dict.get(task, {}).get(split))
+            digest = _stored_image_digest(tables[task, split], doc_id)
             keys.append((index if digest is None else first.setdefault(digest, index), index))
         return sorted(range(len(requests)), key=keys.__getitem__)
-
-    def _stored_image_digest(self, doc_id: int, task: str, split: str) -> str | None:
-        """A digest of the stored bytes of the row's image columns (`datasets.Image`, or lists of them)."""
-        if (task, split) not in self._raw_rows:
-            self._raw_rows[(task, split)] = _raw_image_rows(self.task_dict.get(task, {}).get(split))
-        raw = self._raw_rows[(task, split)]
-        if raw is None:
-            return None
-        rows, columns = raw
-        digest = hashlib.sha1()
-        try:
-            for column in columns:
-                _feed(digest, rows[doc_id].column(column).to_pylist())
-        except (IndexError, KeyError, TypeError, ValueError):  # ordering is an optimisation: never fail a run on it
-            return None
-        return digest.hexdigest()
 
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         results = []
@@ -184,6 +171,20 @@ def _raw_image_rows(dataset: Any) -> tuple[Any, list[str]] | None:
         if isinstance(feature, datasets.Image) or isinstance(getattr(feature, "feature", None), datasets.Image)
     ]
     return (dataset.with_format("arrow"), columns) if columns else None
+
+
+def _stored_image_digest(table: tuple[Any, list[str]] | None, doc_id: int) -> str | None:
+    """A digest of the stored bytes of row `doc_id`'s image columns (`table` from `_raw_image_rows`)."""
+    if table is None:
+        return None
+    rows, columns = table
+    digest = hashlib.sha1()
+    try:
+        for column in columns:
+            _feed(digest, rows[doc_id].column(column).to_pylist())
+    except (IndexError, KeyError, TypeError, ValueError):  # ordering is an optimisation: never fail a run on it
+        return None
+    return digest.hexdigest()
 
 
 def _feed(digest: Any, value: Any) -> None:
