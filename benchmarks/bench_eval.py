@@ -2,14 +2,15 @@
 export of the same checkpoint (batch 1: the only size it supports), the peer the issue names.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_eval.py                  # tiny model built in code, CPU
+    OMP_NUM_THREADS=2 python benchmarks/bench_eval.py --photos distinct   # one question an image where possible
     python benchmarks/bench_eval.py --model ShareGPT4V-7B-plugin --max-new-tokens 16 --device cuda
 
 All run lmms-eval's own CLI (`python -m lmms_eval`'s `main`), each in its own process, on the same documents:
 every row of the local fixture tasks (tests/fixtures/eval, the 12 benchmarks of the paper's table: 53
 questions), each row repeated `--repeat` times (default 4: a real task has thousands of rows, and 2-8 rows per
-task would leave a batch of 8 unfilled), each repeat of each task with its own copy of the photos (so that
-questions share an image only as the fixture's tasks do: MME's pairs, MMBench's rounds), written out by
-`sharegpt4v eval`'s task writer; one `--gen_kwargs max_new_tokens=N` for all (the tiny model's answers are
+task would leave a batch of 8 unfilled), each task with its own copies of the photos, shared between its
+repeats as `--photos` says (`repeat_rows`: by default near each benchmark's own number of questions an image),
+written out by `sharegpt4v eval`'s task writer; one `--gen_kwargs max_new_tokens=N` for all (the tiny model's answers are
 noise that runs to the budget, so all do the same decoding work). The peer is the llava-hf export made by
 `sharegpt4v convert PLUGIN OUT --to llava-hf`, with the same weights. Ours runs twice: as it ships (questions
 about one image prefill it once) and with `share_prefix=false` (every prompt prefilled whole).
@@ -91,30 +92,62 @@ def run(model_name: str, model_args: str, tasks_dir: Path, tasks: list[str], bat
     return timing
 
 
-def repeat_rows(source: Path, folder: Path, times: int, same_photos: bool = False) -> tuple[Path, int]:
+# Questions an image in each benchmark's evaluation split (questions / distinct images): GQA testdev-balanced
+# 12,578 / 398, VQAv2 test-dev 107,394 / 36,807, MMBench dev 4,377 rows (circular rounds) / 1,164, MME 2,374 /
+# 1,187, TextVQA val 5,000 / 3,166, LLaVA-Bench in-the-wild 60 / 24, MM-Vet 218 / 200; the others ask about one
+# question an image. Over the whole suite: 162K questions on 70K images, 2.3 an image.
+QUESTIONS_PER_IMAGE = {
+    "gqa": 31.6,
+    "vqav2": 2.9,
+    "mmbench_en": 3.8,
+    "mmbench_cn": 3.8,
+    "mme": 2.0,
+    "textvqa": 1.6,
+    "llava_bench": 2.5,
+    "mmvet": 1.1,
+}
+PHOTOS = ("distinct", "paper", "same")
+
+
+def repeat_rows(source: Path, folder: Path, times: int, photos: str = "paper") -> tuple[Path, int]:
     """`folder` with each benchmark parquet of `source`, every row repeated `times` times, and the number of
-    distinct images. Each (task, repeat) gets its own copy of every photo (one pixel set to a colour of its
-    own, so the bytes and pixels differ): the fixture tasks all ask about the same four photos, and without this
-    the shared-prefix path would find far more questions about one image than a real benchmark has. Within a
-    task the fixture's own sharing stays (MME asks two questions about an image, MMBench four rounds).
-    `same_photos`: the repeats of a task keep its photos (each image asked `times` times more, as GQA asks
-    about 30 questions an image and VQAv2 about 3); tasks still get their own copies."""
+    distinct images. The fixture tasks all ask about the same four photos; without copies the shared-prefix path
+    would find 13 questions an image. So each task gets its own copy of every photo (one pixel set to a colour
+    of its own: the bytes and pixels differ), and `photos` says how the repeats of a task share them:
+    - "distinct": each repeat its own copies; questions share an image only as the fixture's rows do (MME's
+      pairs, MMBench's rounds): 1.3 questions an image;
+    - "paper": as many consecutive repeats share a copy as bring the task near its benchmark's own questions an
+      image (`QUESTIONS_PER_IMAGE`: GQA all repeats, VQAv2 three, MMBench, TextVQA and LLaVA-Bench two, the rest
+      one): 1.8 an image;
+    - "same": all repeats of a task share its copies: 5.2 an image."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if photos not in PHOTOS:
+        raise ValueError(f"photos must be one of {PHOTOS}, got {photos!r}")
     folder.mkdir(parents=True, exist_ok=True)
     distinct: set[bytes] = set()
     for number, path in enumerate(sorted(source.glob("*.parquet"))):
         table = pq.read_table(path)
+        share = _repeats_sharing(path.stem, table, times, photos)
         copies = []
         for repeat in range(max(times, 1)):
             column = table.column("image").to_pylist()
-            mark = (number * 16 + (0 if same_photos else repeat)) % 256
+            mark = (number * 16 + repeat // share) % 256
             column = [_marked(cell, mark, distinct) for cell in column]
             index = table.schema.get_field_index("image")
             copies.append(table.set_column(index, "image", pa.array(column, type=table.schema.field("image").type)))
         pq.write_table(pa.concat_tables(copies), folder / path.name)
     return folder, len(distinct)
+
+
+def _repeats_sharing(task: str, table, times: int, photos: str) -> int:
+    """How many consecutive repeats of `task` share one copy of its photos."""
+    if photos != "paper":
+        return max(times, 1) if photos == "same" else 1
+    cells = table.column("image").to_pylist()
+    fixture = len(cells) / len({repr(cell) for cell in cells})  # the fixture's own questions an image
+    return min(max(round(QUESTIONS_PER_IMAGE.get(task, 1.0) / fixture), 1), max(times, 1))
 
 
 def _marked(cell, mark: int, distinct: set[bytes]):
@@ -146,9 +179,11 @@ def main() -> None:
         help="each fixture row this many times (a real task has thousands of rows; 2-8 rows leave batches unfilled)",
     )
     parser.add_argument(
-        "--same-photos",
-        action="store_true",
-        help="the repeats of a task keep its photos (several questions an image, as GQA and VQAv2 ask)",
+        "--photos",
+        choices=PHOTOS,
+        default="paper",
+        help="how the repeats of a task share its photos: each its own (distinct), near each benchmark's own "
+        "questions an image (paper), all the same (same); see repeat_rows",
     )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--timing-file", default=None, help=argparse.SUPPRESS)
@@ -184,7 +219,7 @@ def main() -> None:
         )
         if converted.returncode != 0:
             sys.exit(f"bench_eval: the llava-hf export failed: {converted.stderr[-2000:]}")
-        data, images = repeat_rows(EVAL_DATA, tmp / "data", args.repeat, args.same_photos)
+        data, images = repeat_rows(EVAL_DATA, tmp / "data", args.repeat, args.photos)
         tasks = list(write_tasks(data, tmp / "tasks"))
         common = f"device={args.device},dtype=float32"
         ours = run(
@@ -209,9 +244,9 @@ def main() -> None:
     same = sum(ours["answers"].get(key) == value for key, value in peer["answers"].items())
     unshared_same = sum(ours["answers"].get(key) == value for key, value in whole["answers"].items())
     print(
-        f"bench_eval: {n} documents on {images} distinct images ({len(tasks)} fixture tasks, each row "
-        f"x{args.repeat}{', repeats on the same photos' if args.same_photos else ''}), max_new_tokens={args.max_new_tokens}, {args.device}, model={args.model or 'tiny'}, "
-        "one lmms-eval process each"
+        f"bench_eval: {n} documents on {images} distinct images, {n / images:.1f} an image ({len(tasks)} fixture "
+        f"tasks, each row x{args.repeat}, --photos {args.photos}), max_new_tokens={args.max_new_tokens}, "
+        f"{args.device}, model={args.model or 'tiny'}, one lmms-eval process each"
     )
     runs = (
         ("llava_hf (peer)", peer, 1),

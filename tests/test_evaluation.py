@@ -507,7 +507,8 @@ def test_benchmark_table_holds_the_papers_numbers():
     assert {name: b.max_new_tokens for name, b in BENCHMARKS.items() if b.max_new_tokens != 128} == {
         n: 1024 for n in ("mmbench_en", "mmbench_cn", "scienceqa_img", "qbench", "llava_bench", "mmvet")
     }
-    assert {name for name, b in BENCHMARKS.items() if not b.pad} == {"scienceqa_img", "qbench"}
+    # the loops that call the CLIP processor on the opened image (model_vqa.py, model_vqa_science.py, Q-Bench's)
+    assert {name for name, b in BENCHMARKS.items() if not b.pad} == {"scienceqa_img", "qbench", "llava_bench", "mmvet"}
     assert {name for name, b in BENCHMARKS.items() if b.conversation != "vicuna_v1"} == {"qbench"}
 
 
@@ -745,6 +746,8 @@ def test_lmms_eval_scores_the_local_tasks(checkpoint, tmp_path, monkeypatch):
 
     table = pandas.read_excel(submitted / "mmbench_en_submission.xlsx")
     assert list(table["prediction"]) == ["B"] * 8 and list(table["index"])[:2] == [0, 1_000_000]
+    # the columns of LLaVA's convert_mmbench_for_submission.py: the TSV's, less six, prediction after the options
+    assert list(table.columns) == ["index", "question", "A", "B", "C", "D", "prediction", "answer", "split"]
     assert len(asked) == 8 + 8 + 8 + 4 + 4 + 4 + 4 + 4 + 2 + 2 + 2 + 2
     qbench = [r for r in asked if r.options.get("conversation") == "share4v_v1"]
     assert len(qbench) == 4 and all(r.options["image_aspect_ratio"] == "original" for r in qbench)

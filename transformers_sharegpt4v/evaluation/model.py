@@ -14,6 +14,7 @@ import PIL.Image
 import torch
 
 from ..dtypes import parse_dtype
+from .cache import ReservedCache
 from .compat import hide_broken_torchvision
 from .prefix import SharedPrefix, batch_cache, plan_batches, prefix_cache, shared_inputs, split_prefix
 from .protocol import build_prompt
@@ -130,6 +131,7 @@ class EvalModel:
         else:
             kwargs["do_sample"] = False
         kwargs["max_new_tokens"] = int(kwargs["max_new_tokens"])
+        kwargs["num_beams"] = int(kwargs["num_beams"])
         return kwargs, until, conversation, aspect == "pad"
 
     # ------------------------------------------------------------------------------------------ generate
@@ -147,7 +149,7 @@ class EvalModel:
             kwargs, until, conversation, pad = self._split_options(requests[indices[0]].options)
             prompts = {i: self.prompt(requests[i].question, len(requests[i].images), conversation) for i in indices}
             texts: dict[int, str] = {}
-            if self.share_prefix and kwargs.get("num_beams", 1) == 1:
+            if self.share_prefix and kwargs["num_beams"] == 1:
                 texts = self._generate_shared(prompts, requests, kwargs, pad)
             rest = {i: prompt for i, prompt in prompts.items() if i not in texts}
             texts.update(self._generate_padded(rest, requests, kwargs, pad))
@@ -167,7 +169,12 @@ class EvalModel:
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             inputs = self.encode([prompts[i] for i in batch], [requests[i].images for i in batch], pad)
-            output = self.model.generate(**inputs, pad_token_id=self.tokenizer.pad_token_id, use_cache=True, **kwargs)
+            extra = {}
+            if kwargs["num_beams"] == 1:  # a cache that decodes without copying itself (see `cache`)
+                extra["cache"] = ReservedCache(self.model.config, room=kwargs["max_new_tokens"])
+            output = self.model.generate(
+                **inputs, pad_token_id=self.tokenizer.pad_token_id, use_cache=True, **extra, **kwargs
+            )
             texts.update(zip(batch, self._decode_new(output, inputs["input_ids"].shape[1]), strict=True))
         return texts
 
@@ -192,14 +199,12 @@ class EvalModel:
             first = {prefixes[i].key: i for i in reversed(batch)}  # one question of each prefix
             states = {key: carried[key] for key in first if key in carried}
             missing = [key for key in first if key not in states]
-            if missing:
-                ids = torch.cat([encoded[first[key]]["input_ids"][:, :length] for key in missing])
-                pixels = torch.cat([encoded[first[key]]["pixel_values"] for key in missing])
-                layers = prefix_cache(self.model, ids, pixels)
-                for row, key in enumerate(missing):
-                    states[key] = [(keys[row : row + 1], values[row : row + 1]) for keys, values in layers]
-            cache = batch_cache([states[prefixes[i].key] for i in batch], self.model.config)
+            for key in missing:  # one at a time: a prefix of ~600 positions fills the matmuls on its own
+                item = encoded[first[key]]
+                states[key] = prefix_cache(self.model, item["input_ids"][:, :length], item["pixel_values"])
             input_ids, attention_mask = shared_inputs([encoded[i] for i in batch], length, self.tokenizer.pad_token_id)
+            room = input_ids.shape[1] - length + kwargs["max_new_tokens"]
+            cache = batch_cache([states[prefixes[i].key] for i in batch], self.model.config, room)
             output = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention_mask,

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .cache import ReservedCache
+
 __all__ = ["SharedPrefix", "batch_cache", "plan_batches", "prefix_cache", "shared_inputs", "split_prefix"]
 
 
@@ -66,15 +68,14 @@ def prefix_cache(model: Any, prefix_ids: torch.Tensor, pixel_values: torch.Tenso
     return [(keys, values) for keys, values, *_ in output.cache]
 
 
-def batch_cache(rows: Sequence[list[tuple[torch.Tensor, ...]]], config: Any) -> Any:
-    """A `DynamicCache` whose row r is the prefix cache `rows[r]` (one (keys, values) pair a layer, batch 1)."""
-    from transformers import DynamicCache
-
+def batch_cache(rows: Sequence[list[tuple[torch.Tensor, ...]]], config: Any, room: int = 0) -> ReservedCache:
+    """A cache whose row r is the prefix cache `rows[r]` (one (keys, values) pair a layer, batch 1), with `room`
+    positions reserved beyond the prefix for the question and the answer (see `cache.ReservedCache`)."""
     layers = [
         (torch.cat([row[layer][0] for row in rows]), torch.cat([row[layer][1] for row in rows]))
         for layer in range(len(rows[0]))
     ]
-    return DynamicCache(ddp_cache_data=layers, config=config)
+    return ReservedCache(config, room=room, states=layers)
 
 
 def shared_inputs(encoded: Sequence[Any], length: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,7 +3,7 @@ preprocessing, token budget, answer parsing and score. Pure functions of a bench
 of the lmms-lab datasets that lmms-eval reads); no lmms-eval import, so the protocol is tested on its own.
 
 The paper ran LLaVA-1.5's evaluation loops (ShareGPT4V repo `scripts/sharegpt4v/eval/*.sh` calling
-`share4v/eval/model_vqa_loader.py`, `model_vqa_mmbench.py`, `model_vqa_science.py` and LLaVA's
+`share4v/eval/model_vqa_loader.py`, `model_vqa_mmbench.py`, `model_vqa_science.py`, `model_vqa.py` and LLaVA's
 `model_vqa_qbench.py`); see docs/reference.md, "Evaluation". What those loops do, and so what this module
 reproduces:
 
@@ -13,8 +13,10 @@ reproduces:
 - conversation `vicuna_v1` everywhere but Q-Bench, which runs `share4v_v1` (same format, a system prompt
   that says "a curious human").
 - images padded to a square of the mean colour (`process_images`, image_aspect_ratio "pad") for the
-  `model_vqa_loader` / MMBench loops; ScienceQA and Q-Bench call the CLIP processor directly: no padding.
-- max_new_tokens: 128 for `model_vqa_loader` (MME, SEED, VQA-style), 1024 for MMBench, ScienceQA, Q-Bench.
+  `model_vqa_loader` / MMBench loops; `model_vqa` (LLaVA-Bench, MM-Vet), ScienceQA and Q-Bench call the CLIP
+  processor on the opened image directly: no padding.
+- max_new_tokens: 128 for `model_vqa_loader` (MME, SEED, VQA-style), 1024 for MMBench, ScienceQA, Q-Bench,
+  LLaVA-Bench and MM-Vet.
 
 Where lmms-eval's own task of the same benchmark prompts differently (MMBench joins hint, question and
 options with spaces; Q-Bench uses another instruction; SEED and MMBench skip the padding), the tasks here
