@@ -60,7 +60,8 @@ setup(
         # `sharegpt4v eval` / `lmms_eval --model sharegpt4v`. lmms-eval pins wandb==0.25.0, hence protobuf<7, which
         # cannot load sentencepiece 0.2.3's generated code (transformers then fails to read tokenizer.model):
         # sentencepiece<0.2.3 has none. Its evaluator patches filelock internals that 4.x no longer has.
-        "eval": ["lmms-eval>=0.7.3,<0.8", "datasets>=4", "sentencepiece<0.2.3", "filelock<4"],
+        # transformers 5.23: `generate` takes the prefilled / reserved cache as `cache=`.
+        "eval": ["lmms-eval>=0.7.3,<0.8", "transformers>=5.23,<6", "datasets>=4", "sentencepiece<0.2.3", "filelock<4"],
         "test": ["pytest>=8", "transformers>=5.23,<6", "trl>=1.0,<2", "datasets>=4", "accelerate>=1.0", "peft>=0.15"],
         "dev": [
             "pytest>=8",

@@ -3,6 +3,7 @@ export of the same checkpoint (batch 1: the only size it supports), the peer the
 
     OMP_NUM_THREADS=2 python benchmarks/bench_eval.py                  # tiny model built in code, CPU
     OMP_NUM_THREADS=2 python benchmarks/bench_eval.py --photos distinct   # one question an image where possible
+    OMP_NUM_THREADS=2 python benchmarks/bench_eval.py --runs 3            # the fastest of 3 runs of each
     python benchmarks/bench_eval.py --model ShareGPT4V-7B-plugin --max-new-tokens 16 --device cuda
 
 All run lmms-eval's own CLI (`python -m lmms_eval`'s `main`), each in its own process, on the same documents:
@@ -17,8 +18,8 @@ about one image prefill it once) and with `share_prefix=false` (every prompt pre
 
 Each process times its model's `generate_until` (the answering; model loading, dataset loading and scoring are
 left out, and shown apart as the process's wall time), in wall seconds and in CPU seconds of the process. On a
-machine shared with other jobs the wall time moves a lot between runs, the CPU time far less, so the ratio is
-given for both. Printed: documents per second of each, the ratios sharegpt4v / llava_hf, and how many answers
+machine shared with other jobs the wall time moves a lot between runs, the CPU time less, so the ratio is
+given for both; `--runs K` runs the three in turn K times and keeps the fastest run of each. Printed: documents per second of each, the ratios sharegpt4v / llava_hf, and how many answers
 agree.
 """
 
@@ -166,7 +167,7 @@ def _marked(cell, mark: int, distinct: set[bytes]):
     return {**cell, "bytes": buffer.getvalue()}
 
 
-def main() -> None:
+def parse_args() -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="plugin checkpoint (default: a tiny model built in code)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
@@ -185,78 +186,75 @@ def main() -> None:
         help="how the repeats of a task share its photos: each its own (distinct), near each benchmark's own "
         "questions an image (paper), all the same (same); see repeat_rows",
     )
+    parser.add_argument(
+        "--runs", type=int, default=1, help="run the three this many times in turn; the fastest run of each counts"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--timing-file", default=None, help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args()
-    if args.worker:
-        worker(args.worker, args.timing_file, [a for a in rest if a != "--"])
-        return
+    return parser.parse_known_args()
 
+
+def export_llava_hf(plugin: Path, export: Path) -> Path:
+    """`sharegpt4v convert PLUGIN EXPORT --to llava-hf`: the peer's checkpoint, the same weights."""
+    command = [sys.executable, "-m", "transformers_sharegpt4v.cli", "convert", str(plugin), str(export)]
+    converted = subprocess.run([*command, "--to", "llava-hf"], capture_output=True, text=True)
+    if converted.returncode != 0:
+        sys.exit(f"bench_eval: the llava-hf export failed: {converted.stderr[-2000:]}")
+    return export
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, list[dict]], int, int]:
+    """Each model's timings (one a run), the number of distinct images and of tasks."""
     from transformers_sharegpt4v.evaluation import write_tasks
 
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        if args.model:
-            plugin = Path(args.model)
-        else:
-            from bench_caption import build_tiny_model  # the same tiny model as the captioning benchmark
+    if args.model:
+        plugin = Path(args.model)
+    else:
+        from bench_caption import build_tiny_model  # the same tiny model as the captioning benchmark
 
-            plugin = build_tiny_model(tmp / "plugin")
-        export = tmp / "llava_hf"
-        converted = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "transformers_sharegpt4v.cli",
-                "convert",
-                str(plugin),
-                str(export),
-                "--to",
-                "llava-hf",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if converted.returncode != 0:
-            sys.exit(f"bench_eval: the llava-hf export failed: {converted.stderr[-2000:]}")
-        data, images = repeat_rows(EVAL_DATA, tmp / "data", args.repeat, args.photos)
-        tasks = list(write_tasks(data, tmp / "tasks"))
-        common = f"device={args.device},dtype=float32"
-        ours = run(
-            "sharegpt4v", f"pretrained={plugin},{common}", tmp / "tasks", tasks, args.batch_size, args, tmp / "a"
-        )
-        whole = run(
-            "sharegpt4v",
-            f"pretrained={plugin},{common},share_prefix=false",
-            tmp / "tasks",
-            tasks,
-            args.batch_size,
-            args,
-            tmp / "c",
-        )
+        plugin = build_tiny_model(tmp / "plugin")
+    export = export_llava_hf(plugin, tmp / "llava_hf")
+    data, images = repeat_rows(EVAL_DATA, tmp / "data", args.repeat, args.photos)
+    tasks = list(write_tasks(data, tmp / "tasks"))
+    common = f"device={args.device},dtype=float32"
+    configs = {
+        "ours": ("sharegpt4v", f"pretrained={plugin},{common}", args.batch_size),
+        "whole": ("sharegpt4v", f"pretrained={plugin},{common},share_prefix=false", args.batch_size),
         # llava_hf's default device_map "" is refused by transformers 5: name the device
-        peer_args = f"pretrained={export},{common},device_map={args.device}"
-        peer = run("llava_hf", peer_args, tmp / "tasks", tasks, 1, args, tmp / "b")
+        "peer": ("llava_hf", f"pretrained={export},{common},device_map={args.device}", 1),
+    }
+    timings: dict[str, list[dict]] = {name: [] for name in configs}
+    for number in range(args.runs):  # the three in turn, so that a slow spell of the machine hits all
+        for name, (model, model_args, batch) in configs.items():
+            out = tmp / f"{name}{number}"
+            timings[name].append(run(model, model_args, tmp / "tasks", tasks, batch, args, out))
+    return timings, images, len(tasks)
 
+
+def report(args: argparse.Namespace, timings: dict[str, list[dict]], images: int, tasks: int) -> None:
+    """Print the fastest run of each model, the ratios and the agreement of the answers."""
+    ours, whole, peer = (min(timings[name], key=lambda t: t["wall"]) for name in ("ours", "whole", "peer"))
     n = ours["documents"]
     if not n == whole["documents"] == peer["documents"]:
         sys.exit(f"bench_eval: the runs answered {n}, {whole['documents']} and {peer['documents']} documents")
     same = sum(ours["answers"].get(key) == value for key, value in peer["answers"].items())
     unshared_same = sum(ours["answers"].get(key) == value for key, value in whole["answers"].items())
     print(
-        f"bench_eval: {n} documents on {images} distinct images, {n / images:.1f} an image ({len(tasks)} fixture "
+        f"bench_eval: {n} documents on {images} distinct images, {n / images:.1f} an image ({tasks} fixture "
         f"tasks, each row x{args.repeat}, --photos {args.photos}), max_new_tokens={args.max_new_tokens}, "
         f"{args.device}, model={args.model or 'tiny'}, one lmms-eval process each"
     )
-    runs = (
-        ("llava_hf (peer)", peer, 1),
-        ("sharegpt4v whole", whole, args.batch_size),
-        ("sharegpt4v", ours, args.batch_size),
-    )
-    for name, timing, batch in runs:
+    rows = (("llava_hf (peer)", peer, 1), ("sharegpt4v whole", whole, args.batch_size))
+    for name, timing, batch in (*rows, ("sharegpt4v", ours, args.batch_size)):
         print(
             f"{name:<17} batch {batch:<2} {n / timing['wall']:7.2f} docs/s wall ({timing['wall']:.1f} s), "
             f"{n / timing['cpu']:7.2f} docs/cpu-s ({timing['cpu']:.1f} cpu-s); process {timing['process_wall']:.1f} s"
+        )
+    if args.runs > 1:
+        walls = {name: ", ".join(f"{t['wall']:.1f}" for t in runs) for name, runs in timings.items()}
+        print(
+            f"the fastest of {args.runs} runs each; all runs' wall seconds: "
+            + "; ".join(f"{name} {values}" for name, values in walls.items())
         )
     print(
         f"ratio sharegpt4v b{args.batch_size} / llava_hf b1: {peer['wall'] / ours['wall']:.2f}x (wall), "
@@ -264,9 +262,19 @@ def main() -> None:
         f"{peer['cpu'] / whole['cpu']:.2f}x (cpu)"
     )
     print(
-        f"answers: shared prefix = whole prompts on {unshared_same}/{n}; = llava_hf on {same}/{n} (the peer's prompt "
-        "and pixels differ: chat template, no pad to square)"
+        f"answers: shared prefix = whole prompts on {unshared_same}/{n}; = llava_hf on {same}/{n} (the peer's prompts "
+        "follow its chat template, and it pads every image to a square; ours follow the paper's protocol)"
     )
+
+
+def main() -> None:
+    args, rest = parse_args()
+    if args.worker:
+        worker(args.worker, args.timing_file, [a for a in rest if a != "--"])
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        timings, images, tasks = measure(args, Path(tmp))
+    report(args, timings, images, tasks)
 
 
 if __name__ == "__main__":
