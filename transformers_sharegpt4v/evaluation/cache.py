@@ -96,8 +96,9 @@ class ReservedCache(DynamicCache):
     beyond its first contents. `states`: (keys, values) a layer to start from, as `DynamicCache`'s
     `ddp_cache_data`.
 
-    Pass it to `generate` as `cache=ReservedCache(model.config, room=prompt_length + max_new_tokens)` for an
-    empty cache, or with `states` and `room=question_length + max_new_tokens` for a prefilled prefix."""
+    Pass it to `generate` as `cache=ReservedCache(model.config, room=max_new_tokens)` (the prefill reserves
+    the prompt's length and the room), or with the `states` of a prefilled prefix and `room=question_length +
+    max_new_tokens`."""
 
     def __init__(
         self, config: Any, room: int, states: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
