@@ -11,16 +11,16 @@ every row of the local fixture tasks (tests/fixtures/eval, the 12 benchmarks of 
 questions), each row repeated `--repeat` times (default 4: a real task has thousands of rows, and 2-8 rows per
 task would leave a batch of 8 unfilled), each task with its own copies of the photos, shared between its
 repeats as `--photos` says (`repeat_rows`: by default near each benchmark's own number of questions an image),
-written out by `sharegpt4v eval`'s task writer; one `--gen_kwargs max_new_tokens=N` for all (the tiny model's answers are
-noise that runs to the budget, so all do the same decoding work). The peer is the llava-hf export made by
+written out by `sharegpt4v eval`'s task writer; one `--gen_kwargs max_new_tokens=N` for all (the tiny model's
+answers are noise that runs to the budget, so all do the same decoding work). The peer is the llava-hf export made by
 `sharegpt4v convert PLUGIN OUT --to llava-hf`, with the same weights. Ours runs twice: as it ships (questions
 about one image prefill it once) and with `share_prefix=false` (every prompt prefilled whole).
 
 Each process times its model's `generate_until` (the answering; model loading, dataset loading and scoring are
 left out, and shown apart as the process's wall time), in wall seconds and in CPU seconds of the process. On a
 machine shared with other jobs the wall time moves a lot between runs, the CPU time less, so the ratio is
-given for both; `--runs K` runs the three in turn K times and keeps the fastest run of each. Printed: documents per second of each, the ratios sharegpt4v / llava_hf, and how many answers
-agree.
+given for both; `--runs K` runs the three in turn K times and keeps the fastest run of each. Printed:
+documents per second of each, the ratios sharegpt4v / llava_hf, and how many answers agree.
 """
 
 from __future__ import annotations

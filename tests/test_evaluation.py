@@ -418,6 +418,8 @@ def test_row_scores_on_the_fixtures():
     record = score_row("mmbench_en", mmbench[1], "D. dog")
     assert (record["index"], record["correct"], record["prediction"]) == (1_000_000, True, "D. dog")
     assert record["row"]["D"] == "dog" and "image" not in record["row"]
+    # the columns the submission file writes (LLaVA's convert_mmbench_for_submission.py), nothing else
+    assert list(record["row"]) == ["index", "question", "A", "B", "C", "D", "answer", "split"]
     # GQA: convert_gqa_for_eval's rstrip('.') + lower, then exact match
     assert score_row("gqa", rows("gqa")[0], "Dog.")["correct"] is True
     assert score_row("gqa", rows("gqa")[0], "a dog")["correct"] is False

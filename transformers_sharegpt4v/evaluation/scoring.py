@@ -10,7 +10,7 @@ from typing import Any
 
 from .protocol import OPTION_LETTERS, extract_option_letter, mmbench_options, parse_yes_no, qbench_candidates
 
-__all__ = ["score_row"]
+__all__ = ["MMBENCH_COLUMNS", "score_row"]
 
 
 def _mme(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
@@ -21,13 +21,16 @@ def _mme(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
     return {"category": doc["category"], "image_id": doc["question_id"], "correct": parse_yes_no(answer) == truth}
 
 
-_MMBENCH_COLUMNS = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category", "L2-category", "split")
+# The MMBench submission's columns, in order: LLaVA's convert_mmbench_for_submission.py writes the question table
+# without its hint, category, source, image, comment and l2-category columns, with `prediction` inserted after
+# the options. A row's record keeps these columns for `submission`.
+MMBENCH_COLUMNS = ("index", "question", "A", "B", "C", "D", "prediction", "answer", "split")
 
 
 def _mmbench(doc: Mapping[str, Any], answer: str) -> dict[str, Any]:
     letter = extract_option_letter(answer, len(mmbench_options(doc)))
     truth = doc.get("answer")  # the test split has none: its score comes from the server
-    row = {key: doc.get(key) for key in _MMBENCH_COLUMNS if key in doc}
+    row = {key: doc.get(key) for key in MMBENCH_COLUMNS if key in doc}  # what the submission file writes
     return {
         "index": int(doc["index"]),
         "category": doc.get("category"),

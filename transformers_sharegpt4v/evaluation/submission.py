@@ -23,10 +23,6 @@ SUBMISSION_FILES: dict[str, str] = {
     "mmvet": "mmvet_results.json",
 }
 
-# LLaVA's convert_mmbench_for_submission.py writes the question table without its hint, category, source, image,
-# comment and l2-category columns, with `prediction` inserted after the options
-_MMBENCH_SUBMISSION = ("index", "question", "A", "B", "C", "D", "prediction", "answer", "split")
-
 
 def submission_path(benchmark: str, output: str | os.PathLike | None) -> Path:
     """Where `benchmark`'s file goes: OUTPUT/submissions/NAME (the current folder when there is no output)."""
@@ -67,8 +63,10 @@ def write_submission(benchmark: str, records: Iterable[Mapping[str, Any]], path:
     elif benchmark in ("mmbench_en", "mmbench_cn"):
         import pandas
 
+        from .scoring import MMBENCH_COLUMNS
+
         table = pandas.DataFrame([{**r["row"], "prediction": r["prediction"]} for r in records])
-        table = table[[column for column in _MMBENCH_SUBMISSION if column in table.columns]]
+        table = table[[column for column in MMBENCH_COLUMNS if column in table.columns]]
         table.to_excel(path, index=False, engine="openpyxl")
     else:
         raise ValueError(f"{benchmark} has no submission file; those that do: {', '.join(SUBMISSION_FILES)}.")
