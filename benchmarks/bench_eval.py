@@ -113,8 +113,9 @@ PHOTOS = ("distinct", "paper", "same")
 def repeat_rows(source: Path, folder: Path, times: int, photos: str = "paper") -> tuple[Path, int]:
     """`folder` with each benchmark parquet of `source`, every row repeated `times` times, and the number of
     distinct images. The fixture tasks all ask about the same four photos; without copies the shared-prefix path
-    would find 13 questions an image. So each task gets its own copy of every photo (one pixel set to a colour
-    of its own: the bytes and pixels differ), and `photos` says how the repeats of a task share them:
+    would find 13 questions an image. So each task gets its own copy of every photo (an 8x8 block at its centre
+    set to a colour of its own: the bytes differ, and the preprocessed pixels of both protocols), and `photos`
+    says how the repeats of a task share them:
     - "distinct": each repeat its own copies; questions share an image only as the fixture's rows do (MME's
       pairs, MMBench's rounds): 1.3 questions an image;
     - "paper": as many consecutive repeats share a copy as bring the task near its benchmark's own questions an
@@ -152,7 +153,9 @@ def _repeats_sharing(task: str, table, times: int, photos: str) -> int:
 
 
 def _marked(cell, mark: int, distinct: set[bytes]):
-    """An image cell (or a list of them) with pixel (0, 0) set to (mark, 255 - mark, 7), re-encoded as PNG."""
+    """An image cell (or a list of them) with an 8x8 block at its centre set to (mark, 255 - mark, 7), re-encoded
+    as PNG. At the centre, the mark survives the preprocessing of both protocols (a corner is cut off by the
+    centre crop of the unpadded one), so that the copies differ in the pixels the model sees too."""
     import io
 
     from PIL import Image
@@ -160,7 +163,8 @@ def _marked(cell, mark: int, distinct: set[bytes]):
     if isinstance(cell, list):
         return [_marked(item, mark, distinct) for item in cell]
     image = Image.open(io.BytesIO(cell["bytes"])).convert("RGB")
-    image.putpixel((0, 0), (mark, 255 - mark, 7))
+    left, top = image.width // 2 - 4, image.height // 2 - 4
+    image.paste((mark, 255 - mark, 7), (left, top, left + 8, top + 8))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     distinct.add(buffer.getvalue())

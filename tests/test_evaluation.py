@@ -73,6 +73,17 @@ def evaluator(checkpoint) -> EvalModel:
     return EvalModel.from_pretrained(str(checkpoint), device="cpu")
 
 
+def spy_on(function, calls: list):
+    """`function`, appending the arguments of each call to `calls`."""
+
+    @functools.wraps(function)
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return function(*args, **kwargs)
+
+    return spy
+
+
 def watch_vision_tower(monkeypatch, model) -> list[torch.Tensor]:
     """The list that every image the model's vision tower encodes is appended to, from now on (generate's
     encoding before prefill and a plain forward both go through `get_image_features`)."""
@@ -270,22 +281,36 @@ def test_shared_prefix_answers_equal_whole_prompts_and_encode_each_image_once(ev
         for r in requests
     }
     assert len(distinct) < len(requests) / 2  # the fixtures ask several questions about each photo
+    images = {
+        (r.options["image_aspect_ratio"], hashlib.sha1(i.tobytes()).hexdigest()) for r in requests for i in r.images
+    }
     encoded = watch_vision_tower(monkeypatch, model)
+    preprocessed = []
+    image_processor = processor.image_processor
+    monkeypatch.setattr(image_processor, "preprocess", spy_on(image_processor.preprocess, preprocessed))
     for batch_size in (1, 3):
         encoded.clear()
+        preprocessed.clear()
         assert EvalModel(model, processor, batch_size=batch_size).generate(requests) == whole
         # one image a distinct prefix, plus the second image of the one two-image question's prefix
         multi = sum(len(r.images) - 1 for r in requests)
         assert len(encoded) == len(distinct) + multi
+        assert len(preprocessed) == len(images)  # each photo preprocessed once a padding, not once a question
 
 
 def test_shared_prefix_logits_equal_the_whole_prompts(evaluator):
     """Two questions about one photo through the shared path (one prefix prefill, pads between prefix and
     question): the logits of every generated step equal those of each prompt run alone, prefilled whole."""
-    from transformers_sharegpt4v.evaluation.prefix import batch_cache, prefix_cache, shared_inputs, split_prefix
+    from transformers_sharegpt4v.evaluation.prefix import (
+        batch_cache,
+        image_digests,
+        prefix_cache,
+        shared_inputs,
+        split_prefix,
+    )
 
     model, processor = evaluator.model, evaluator.processor
-    dog = Image.open(PHOTOS / "coco_dog_000000319154.jpg")
+    dog = Image.open(PHOTOS / "coco_dog_000000319154.jpg").convert("RGB")
     prompts = [build_prompt("Is there a dog?"), build_prompt("What is the animal on the left doing, and why?")]
     encoded = [processor(text=p, images=[dog], return_tensors="pt") for p in prompts]
     alone = []
@@ -294,7 +319,7 @@ def test_shared_prefix_logits_equal_the_whole_prompts(evaluator):
             **item, max_new_tokens=3, do_sample=False, output_logits=True, return_dict_in_generate=True
         )
         alone.append(torch.stack(out.logits, dim=1)[0])
-    prefixes = [split_prefix(i["input_ids"], i["pixel_values"], model.config.image_token_id) for i in encoded]
+    prefixes = [split_prefix(i["input_ids"], image_digests([dog]), model.config.image_token_id) for i in encoded]
     assert prefixes[0] == prefixes[1] and prefixes[0].length < encoded[0]["input_ids"].shape[1]
     length = prefixes[0].length
     with torch.inference_mode():

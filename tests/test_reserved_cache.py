@@ -118,3 +118,27 @@ def test_reserved_cache_from_states_and_its_errors(tiny_config):
     tiny_config.text_config.layer_types = ["sliding_attention"] * layers
     with pytest.raises(ValueError, match="full-attention layers only"):
         ReservedCache(tiny_config, room=4)
+
+
+def test_fill_holds_the_rows_concatenated_and_decodes_in_place():
+    """`fill` from batch-1 rows holds what a `DynamicLayer` holds after an update with their concatenation
+    (rows repeated, as questions sharing a prefix repeat it), then decodes into the same buffer; its errors."""
+    rows = [_states(1, 5, seed) for seed in (0, 1, 0)]
+    reserved, dynamic = ReservedLayer(room=2), DynamicLayer()
+    reserved.fill([k for k, _ in rows], [v for _, v in rows])
+    dynamic.update(torch.cat([k for k, _ in rows]), torch.cat([v for _, v in rows]))
+    _same(reserved, dynamic)
+    assert reserved.keys.data_ptr() != rows[0][0].data_ptr()  # copies: the rows stay the prefix's own
+    buffer = reserved.keys.data_ptr()
+    for seed in (7, 8):  # the room of 2: written in place
+        keys, values = _states(3, 1, seed)
+        reserved.update(keys, values)
+        dynamic.update(keys, values)
+        _same(reserved, dynamic)
+        assert reserved.keys.data_ptr() == buffer
+    with pytest.raises(ValueError, match="empty layer"):
+        reserved.fill([k for k, _ in rows], [v for _, v in rows])
+    with pytest.raises(ValueError, match="batch 1 and one length"):
+        ReservedLayer(room=2).fill([rows[0][0], _states(1, 6, 3)[0]], [rows[0][1], rows[1][1]])
+    with pytest.raises(ValueError, match="batch 1 and one length"):
+        ReservedLayer(room=2).fill([_states(2, 5, 4)[0]], [_states(2, 5, 4)[1]])

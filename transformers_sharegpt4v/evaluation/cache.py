@@ -73,6 +73,36 @@ class ReservedLayer(DynamicLayer):
             values[..., :start, :] = self.values
         self._key_buffer, self._value_buffer = keys, values
 
+    def fill(self, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor]) -> None:
+        """Start this (empty) layer from per-row states, each (keys, values) pair of batch 1 and one length: row
+        r of the layer is `keys[r]`, `values[r]`, copied once into a buffer with `room` free positions (where
+        `update` with their concatenation would copy them twice)."""
+        if self.get_seq_length():
+            raise ValueError("ReservedLayer.fill starts an empty layer; this one holds states already.")
+        key_shapes, value_shapes = {tuple(k.shape) for k in keys}, {tuple(v.shape) for v in values}
+        if (
+            not keys
+            or len(keys) != len(values)
+            or len(key_shapes) != 1
+            or len(value_shapes) != 1
+            or keys[0].shape[0] != 1
+            or keys[0].shape[:-1] != values[0].shape[:-1]
+        ):
+            raise ValueError(
+                f"ReservedLayer.fill takes as many keys as values, each of one shape with batch 1 and one length; "
+                f"got {len(keys)} keys of shapes {sorted(key_shapes)} and {len(values)} values of shapes "
+                f"{sorted(value_shapes)}."
+            )
+        self.lazy_initialization(keys[0], values[0])
+        length = keys[0].shape[-2]
+        self._key_buffer = keys[0].new_empty((len(keys), *_shape(keys[0], length + self.room)[1:]))
+        self._value_buffer = values[0].new_empty((len(values), *_shape(values[0], length + self.room)[1:]))
+        for row, (row_keys, row_values) in enumerate(zip(keys, values, strict=True)):
+            self._key_buffer[row, ..., :length, :] = row_keys[0]
+            self._value_buffer[row, ..., :length, :] = row_values[0]
+        self.keys = self._key_buffer[..., :length, :]
+        self.values = self._value_buffer[..., :length, :]
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         end = self.get_seq_length()
         if end == 0 or not self._owns_states(self.keys, end):

@@ -6,6 +6,7 @@ original evaluation loops did (`generate`) and scores continuations (`loglikelih
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,15 @@ import torch
 from ..dtypes import parse_dtype
 from .cache import ReservedCache
 from .compat import hide_broken_torchvision
-from .prefix import SharedPrefix, batch_cache, plan_batches, prefix_cache, shared_inputs, split_prefix
+from .prefix import (
+    SharedPrefix,
+    batch_cache,
+    image_digests,
+    plan_batches,
+    prefix_cache,
+    shared_inputs,
+    split_prefix,
+)
 from .protocol import build_prompt
 
 hide_broken_torchvision()  # before this module's users load transformers' processors (see `compat`)
@@ -143,6 +152,7 @@ class EvalModel:
         (and by image when prefixes are shared, else longest prompt first) and answered in their original order."""
         answers: list[str | None] = [None] * len(requests)
         groups: dict[str, list[int]] = {}
+        pixels: dict[tuple[bool, str], tuple[torch.Tensor, str]] = {}  # an image's pixels, for all the groups
         for index, request in enumerate(requests):
             groups.setdefault(repr(sorted((request.options or {}).items(), key=str)), []).append(index)
         for indices in groups.values():
@@ -150,7 +160,7 @@ class EvalModel:
             prompts = {i: self.prompt(requests[i].question, len(requests[i].images), conversation) for i in indices}
             texts: dict[int, str] = {}
             if self.share_prefix and kwargs["num_beams"] == 1:
-                texts = self._generate_shared(prompts, requests, kwargs, pad)
+                texts = self._generate_shared(prompts, requests, kwargs, pad, pixels)
             rest = {i: prompt for i, prompt in prompts.items() if i not in texts}
             texts.update(self._generate_padded(rest, requests, kwargs, pad))
             for i, text in texts.items():
@@ -179,18 +189,17 @@ class EvalModel:
         return texts
 
     def _generate_shared(
-        self, prompts: dict[int, str], requests: list[GenerationRequest], kwargs: dict[str, Any], pad: bool
+        self,
+        prompts: dict[int, str],
+        requests: list[GenerationRequest],
+        kwargs: dict[str, Any],
+        pad: bool,
+        pixels: dict[tuple[bool, str], tuple[torch.Tensor, str]],
     ) -> dict[int, str]:
         """The prompts with an image, batched by prefix, each prefix prefilled once (the cache of a batch's last
         prefix carries over to the next batch when that starts with the same prefix). Prompts without an image
         are left out (the caller answers them on the padded path)."""
-        encoded = {i: self.encode([prompt], [requests[i].images], pad) for i, prompt in prompts.items()}
-        prefixes: dict[int, SharedPrefix] = {}
-        for i, item in encoded.items():
-            if "pixel_values" in item:
-                prefix = split_prefix(item["input_ids"], item["pixel_values"], self.model.config.image_token_id)
-                if prefix is not None:
-                    prefixes[i] = prefix
+        encoded, prefixes = self._encode_shared(prompts, requests, pad, pixels)
         texts: dict[int, str] = {}
         carried: dict[Any, list] = {}
         batches = plan_batches(prefixes, self.batch_size)
@@ -218,6 +227,38 @@ class EvalModel:
             following = batches[number + 1][0] if number + 1 < len(batches) else None
             carried = {last: states[last]} if following is not None and prefixes[following].key == last else {}
         return texts
+
+    def _encode_shared(
+        self,
+        prompts: dict[int, str],
+        requests: list[GenerationRequest],
+        pad: bool,
+        pixels: dict[tuple[bool, str], tuple[torch.Tensor, str]],
+    ) -> tuple[dict[int, dict[str, torch.Tensor]], dict[int, SharedPrefix]]:
+        """The ids and pixel values of each prompt with an image (what `encode` gives for the prompt alone) and
+        its shared prefix. An image asked about several times is preprocessed once: `pixels` holds its pixel
+        values and their digest (which names them in the prefix's key: two images the preprocessing maps to the
+        same pixels share a prefix), found by the padding and the digest of the image's RGB pixels."""
+        encoded: dict[int, dict[str, torch.Tensor]] = {}
+        prefixes: dict[int, SharedPrefix] = {}
+        for i, prompt in prompts.items():
+            images = [image.convert("RGB") for image in requests[i].images]
+            if not images:
+                continue
+            keys = [(pad, digest) for digest in image_digests(images)]
+            for key, image in zip(keys, images, strict=True):
+                if key not in pixels:
+                    values = self.processor.image_processor(image, do_pad=pad, return_tensors="pt")["pixel_values"]
+                    digest = hashlib.sha1(values.numpy().tobytes()).hexdigest()
+                    pixels[key] = values.to(self.model.device, self.model.dtype), digest
+            (sample,) = self.processor.tokenize_like_original([prompt])
+            input_ids = torch.tensor([sample["input_ids"]], device=self.model.device)
+            values = [pixels[key][0] for key in keys]
+            encoded[i] = {"input_ids": input_ids, "pixel_values": values[0] if len(values) == 1 else torch.cat(values)}
+            prefix = split_prefix(input_ids, tuple(pixels[key][1] for key in keys), self.model.config.image_token_id)
+            if prefix is not None:
+                prefixes[i] = prefix
+        return encoded, prefixes
 
     # ------------------------------------------------------------------------------------------ loglikelihood
 

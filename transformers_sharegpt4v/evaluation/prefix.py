@@ -17,15 +17,24 @@ answers are those of the unshared path (tests/test_evaluation.py compares them o
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import PIL.Image
 import torch
 
 from .cache import ReservedCache
 
-__all__ = ["SharedPrefix", "batch_cache", "plan_batches", "prefix_cache", "shared_inputs", "split_prefix"]
+__all__ = [
+    "SharedPrefix",
+    "batch_cache",
+    "image_digests",
+    "plan_batches",
+    "prefix_cache",
+    "shared_inputs",
+    "split_prefix",
+]
 
 
 @dataclass(frozen=True)
@@ -37,14 +46,19 @@ class SharedPrefix:
     length: int
 
 
-def split_prefix(input_ids: torch.Tensor, pixel_values: torch.Tensor, image_token_id: int) -> SharedPrefix | None:
-    """The shared prefix of one encoded prompt (`input_ids` of shape (1, L)); None when it has no image."""
+def image_digests(images: Sequence[PIL.Image.Image]) -> tuple[str, ...]:
+    """A digest of each image's size and pixels (images in RGB): equal digests, equal preprocessed pixels."""
+    return tuple(hashlib.sha1(f"{image.size}".encode() + image.tobytes()).hexdigest() for image in images)
+
+
+def split_prefix(input_ids: torch.Tensor, pixels_key: Hashable, image_token_id: int) -> SharedPrefix | None:
+    """The shared prefix of one encoded prompt (`input_ids` of shape (1, L)); None when it has no image.
+    `pixels_key` names its pixel values: equal keys for equal pixels (`image_digests` and the preprocessing)."""
     positions = (input_ids[0] == image_token_id).nonzero()
     if len(positions) == 0:
         return None
     length = int(positions.max()) + 1
-    digest = hashlib.sha1(pixel_values.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
-    return SharedPrefix((tuple(input_ids[0, :length].tolist()), digest), length)
+    return SharedPrefix((tuple(input_ids[0, :length].tolist()), pixels_key), length)
 
 
 def plan_batches(prefixes: dict[int, SharedPrefix], batch_size: int) -> list[list[int]]:
@@ -70,12 +84,14 @@ def prefix_cache(model: Any, prefix_ids: torch.Tensor, pixel_values: torch.Tenso
 
 def batch_cache(rows: Sequence[list[tuple[torch.Tensor, ...]]], config: Any, room: int = 0) -> ReservedCache:
     """A cache whose row r is the prefix cache `rows[r]` (one (keys, values) pair a layer, batch 1), with `room`
-    positions reserved beyond the prefix for the question and the answer (see `cache.ReservedCache`)."""
-    layers = [
-        (torch.cat([row[layer][0] for row in rows]), torch.cat([row[layer][1] for row in rows]))
-        for layer in range(len(rows[0]))
-    ]
-    return ReservedCache(config, room=room, states=layers)
+    positions reserved beyond the prefix for the question and the answer (see `cache.ReservedCache`); each row is
+    copied once, straight into the reserved buffer."""
+    cache = ReservedCache(config, room=room)
+    if len(rows[0]) != len(cache.layers):
+        raise ValueError(f"batch_cache got states for {len(rows[0])} layers; the model has {len(cache.layers)}.")
+    for number, layer in enumerate(cache.layers):
+        layer.fill([row[number][0] for row in rows], [row[number][1] for row in rows])
+    return cache
 
 
 def shared_inputs(encoded: Sequence[Any], length: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
