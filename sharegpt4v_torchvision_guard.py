@@ -13,6 +13,7 @@ library (`libtorch*`, `libc10*`) that the installed torch does not ship, `sys.mo
 Python's own way to say "not installed": `find_spec` returns None, `import torchvision` raises ImportError, and
 transformers takes its torchvision-free path (PIL image processors). A torchvision that matches its torch is left
 alone, as is everything when torchvision or torch is absent. `SHAREGPT4V_KEEP_TORCHVISION=1` turns it off.
+timm, which cannot be imported without torchvision, is hidden with it (`NEEDS_TORCHVISION`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,12 @@ import struct
 import sys
 from importlib.machinery import PathFinder
 
-__all__ = ["needed_libraries", "torchvision_links", "hide_broken_torchvision"]
+__all__ = ["NEEDS_TORCHVISION", "needed_libraries", "torchvision_links", "hide_broken_torchvision"]
+
+# Packages that import torchvision when they are imported, hidden with it. timm (which lmms-eval requires) does
+# (`timm.layers`); accelerate's CLI imports timm whenever `find_spec` finds it, so with timm visible and
+# torchvision hidden `accelerate launch` died with "No module named 'torchvision.ops'".
+NEEDS_TORCHVISION = ("timm",)
 
 
 def needed_libraries(path: str | os.PathLike) -> list[str]:
@@ -110,4 +116,7 @@ def hide_broken_torchvision() -> bool:
         return False
     if broken:
         sys.modules["torchvision"] = None  # type: ignore[assignment]
+        for name in NEEDS_TORCHVISION:  # cannot import either: hidden too, or `find_spec` still finds them
+            if name not in sys.modules:
+                sys.modules[name] = None  # type: ignore[assignment]
     return broken

@@ -970,8 +970,11 @@ def test_torchvision_guard_reads_the_libraries_an_ops_library_needs(tmp_path, mo
     (site / "torch" / "__init__.py").write_text("")
     (site / "torch" / "lib" / "libc10.so").write_text("")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setitem(sys.modules, "torchvision", None)  # records the state to restore after the test
-    monkeypatch.delitem(sys.modules, "torchvision")
+    (site / "timm").mkdir()
+    (site / "timm" / "__init__.py").write_text("from torchvision.ops.misc import FrozenBatchNorm2d")
+    for name in ("torchvision", "timm"):
+        monkeypatch.setitem(sys.modules, name, None)  # records the state to restore after the test
+        monkeypatch.delitem(sys.modules, name)
     assert guard.torchvision_links() is False
     (site / "torch" / "lib" / "libtorch_cpu.so").write_text("")
     assert guard.torchvision_links() is True and guard.hide_broken_torchvision() is False
@@ -979,9 +982,23 @@ def test_torchvision_guard_reads_the_libraries_an_ops_library_needs(tmp_path, mo
     monkeypatch.setenv("SHAREGPT4V_KEEP_TORCHVISION", "1")
     assert guard.hide_broken_torchvision() is False and "torchvision" not in sys.modules
     monkeypatch.delenv("SHAREGPT4V_KEEP_TORCHVISION")
-    assert guard.hide_broken_torchvision() is True and sys.modules["torchvision"] is None
     import importlib.util
 
+    assert importlib.util.find_spec("timm") is not None
+    assert guard.hide_broken_torchvision() is True and sys.modules["torchvision"] is None
     assert importlib.util.find_spec("torchvision") is None
     with pytest.raises(ImportError):
         import torchvision  # noqa: F401
+    assert importlib.util.find_spec("timm") is None  # it imports torchvision: hidden with it
+
+
+def test_accelerate_launch_starts_beside_the_eval_extra():
+    """`accelerate launch` (multi-process captioning and training) starts in this environment. With the eval
+    extra on a CPU torch, PyPI's torchvision cannot load and the guard hides it; accelerate's CLI imports timm
+    whenever it is installed, and timm imports torchvision: the guard hides timm too."""
+    import shutil
+
+    accelerate = shutil.which("accelerate")
+    assert accelerate, "accelerate's command is not on PATH"
+    done = subprocess.run([accelerate, "launch", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

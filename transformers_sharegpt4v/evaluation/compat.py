@@ -27,7 +27,7 @@ def hide_broken_torchvision() -> bool:
         from transformers.utils import import_utils
     except ImportError:
         return True
-    for name in ("is_torchvision_available", "is_torchvision_v2_available"):
+    for name in ("is_torchvision_available", "is_torchvision_v2_available", "is_timm_available"):
         cached = getattr(import_utils, name, None)
         if hasattr(cached, "cache_clear"):
             cached.cache_clear()
