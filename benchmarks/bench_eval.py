@@ -20,7 +20,8 @@ Each process times its model's `generate_until` (the answering; model loading, d
 left out, and shown apart as the process's wall time), in wall seconds and in CPU seconds of the process. On a
 machine shared with other jobs the wall time moves a lot between runs, the CPU time less, so the ratio is
 given for both; `--runs K` runs the three in turn K times and keeps the fastest run of each. Printed:
-documents per second of each, the ratios sharegpt4v / llava_hf, and how many answers agree.
+documents per second of each, the ratios sharegpt4v / llava_hf, how many answers agree, and how many prefixes
+ours prefilled (as many as distinct images: fewer would mean copies that reach the model as one image).
 """
 
 from __future__ import annotations
@@ -58,6 +59,17 @@ def worker(model_name: str, timing_file: str, lmms_eval_argv: list[str]) -> None
             timing["documents"] += len(requests)
 
     model_class.generate_until = generate_until
+    if model_name == "sharegpt4v":  # count the prefix prefills: one a distinct image, when the copies differ
+        from transformers_sharegpt4v.evaluation import model as evaluation_model
+
+        prefix_cache = evaluation_model.prefix_cache
+        timing["prefills"] = 0
+
+        def counted(*args, **kwargs):
+            timing["prefills"] += 1
+            return prefix_cache(*args, **kwargs)
+
+        evaluation_model.prefix_cache = counted
     sys.argv = ["lmms_eval", "--model", model_name, *lmms_eval_argv]
     started = time.perf_counter()
     try:
@@ -269,6 +281,7 @@ def report(args: argparse.Namespace, timings: dict[str, list[dict]], images: int
         f"answers: shared prefix = whole prompts on {unshared_same}/{n}; = llava_hf on {same}/{n} (the peer's prompts "
         "follow its chat template, and it pads every image to a square; ours follow the paper's protocol)"
     )
+    print(f"prefix prefills of sharegpt4v: {ours['prefills']} for {images} distinct images")
 
 
 def main() -> None:
