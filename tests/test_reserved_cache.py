@@ -115,6 +115,12 @@ def test_reserved_cache_from_states_and_its_errors(tiny_config):
         _same(ours, theirs)
     with pytest.raises(ValueError, match=f"states for 1 layers; the model has {layers}"):
         ReservedCache(tiny_config, room=4, states=states[:1])
+    rows = [[(keys[row : row + 1], values[row : row + 1]) for keys, values in states] for row in range(2)]
+    from_rows = ReservedCache.from_rows(tiny_config, 4, rows)  # each row copied straight into the buffers
+    for ours, theirs in zip(from_rows.layers, reference.layers, strict=True):
+        _same(ours, theirs)
+    with pytest.raises(ValueError, match=f"states for 1 layers; the model has {layers}"):
+        ReservedCache.from_rows(tiny_config, 4, [row[:1] for row in rows])
     tiny_config.text_config.layer_types = ["sliding_attention"] * layers
     with pytest.raises(ValueError, match="full-attention layers only"):
         ReservedCache(tiny_config, room=4)

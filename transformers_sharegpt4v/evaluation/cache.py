@@ -127,8 +127,8 @@ class ReservedCache(DynamicCache):
     `ddp_cache_data`.
 
     Pass it to `generate` as `cache=ReservedCache(model.config, room=max_new_tokens)` (the prefill reserves
-    the prompt's length and the room), or with the `states` of a prefilled prefix and `room=question_length +
-    max_new_tokens`."""
+    the prompt's length and the room), or built with `from_rows` from the prefilled prefixes of a batch's rows
+    with `room=question_length + max_new_tokens`."""
 
     def __init__(
         self, config: Any, room: int, states: Sequence[tuple[torch.Tensor, torch.Tensor]] | None = None
@@ -139,9 +139,22 @@ class ReservedCache(DynamicCache):
             raise ValueError(f"ReservedCache holds full-attention layers only; this model has {set(layer_types)}.")
         Cache.__init__(self, layers=[ReservedLayer(room) for _ in range(text_config.num_hidden_layers)])
         if states is not None:
-            if len(states) != len(self.layers):
-                raise ValueError(
-                    f"ReservedCache got states for {len(states)} layers; the model has {len(self.layers)}."
-                )
+            self._check_layers(len(states))
             for layer, (keys, values) in zip(self.layers, states, strict=True):
                 layer.update(keys, values)
+
+    @classmethod
+    def from_rows(
+        cls, config: Any, room: int, rows: Sequence[Sequence[tuple[torch.Tensor, torch.Tensor]]]
+    ) -> ReservedCache:
+        """A cache whose row r holds `rows[r]` ((keys, values) a layer, batch 1, one length for all rows), each
+        copied once, straight into the reserved buffers (`ReservedLayer.fill`)."""
+        cache = cls(config, room=room)
+        cache._check_layers(len(rows[0]))
+        for number, layer in enumerate(cache.layers):
+            layer.fill([row[number][0] for row in rows], [row[number][1] for row in rows])
+        return cache
+
+    def _check_layers(self, count: int) -> None:
+        if count != len(self.layers):
+            raise ValueError(f"ReservedCache got states for {count} layers; the model has {len(self.layers)}.")

@@ -86,12 +86,7 @@ def batch_cache(rows: Sequence[list[tuple[torch.Tensor, ...]]], config: Any, roo
     """A cache whose row r is the prefix cache `rows[r]` (one (keys, values) pair a layer, batch 1), with `room`
     positions reserved beyond the prefix for the question and the answer (see `cache.ReservedCache`); each row is
     copied once, straight into the reserved buffer."""
-    cache = ReservedCache(config, room=room)
-    if len(rows[0]) != len(cache.layers):
-        raise ValueError(f"batch_cache got states for {len(rows[0])} layers; the model has {len(cache.layers)}.")
-    for number, layer in enumerate(cache.layers):
-        layer.fill([row[number][0] for row in rows], [row[number][1] for row in rows])
-    return cache
+    return ReservedCache.from_rows(config, room, rows)
 
 
 def shared_inputs(encoded: Sequence[Any], length: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
