@@ -20,7 +20,6 @@ from conftest import FIXTURE_IMAGES, tiny_config_kwargs
 from transformers_sharegpt4v.captioning import caption_images, export_to_json, list_source, load_captioner
 from transformers_sharegpt4v.captioning.engine import PRESETS, CaptionEngine, GenerationSettings
 from transformers_sharegpt4v.degenerate import degenerate_rows, find_repetition, is_degenerate
-from transformers_sharegpt4v.testing_utils import console_script
 
 PROMPT = PRESETS["detailed"][0]
 MAX_NEW = 24
@@ -585,7 +584,7 @@ def _free_port() -> int:
 
 def test_two_cpu_processes_union_equals_one_process(single_run, captioner_dir, image_dir, tmp_path):
     output = tmp_path / "out"
-    command = [console_script("accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port())]
     command += [
         "-m",

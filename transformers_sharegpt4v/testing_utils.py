@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import io
 import random
-import shutil
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -255,13 +253,3 @@ def make_tiny_inputs(root: str | Path, n_samples: int = 32, seed: int = 0, max_s
     data_dir.mkdir(parents=True, exist_ok=True)
     Dataset.from_dict(rows, features=corpus_features()).to_parquet(str(data_dir / "train-00000-of-00001.parquet"))
     return paths
-
-
-def console_script(name: str) -> str:
-    """The path of the console script `name` of this interpreter's environment (beside `sys.executable`, so
-    that a test run by a venv's python without activating the venv finds the venv's script), else on PATH."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.is_file() else shutil.which(name)
-    if not found:
-        raise FileNotFoundError(f"the console script {name!r} is neither beside {sys.executable} nor on PATH")
-    return found
