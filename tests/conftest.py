@@ -3,9 +3,13 @@ code (`transformers_sharegpt4v.testing_utils`), and the four photos in tests/fix
 touches the network or reads a file outside the repository."""
 
 import os
+import sys
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The console scripts the tests run (sharegpt4v, accelerate, trl) are those of this interpreter's environment,
+# also when its python runs pytest without the venv activated (as activation would, its bin folder first).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
