@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import subprocess
-import sys
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -108,13 +107,56 @@ def test_cycle_finder_sees_a_cycle_through_an_import_inside_a_function():
 OPTIONAL = {"transformers_sharegpt4v.evaluation.lmms_eval_model": "lmms_eval"}
 
 
+# What each new process has imported before it imports one of our modules: the heavy third-party imports all of
+# them share (about 10 s a process on 2 cores), loaded once by a fork server. None of the package's own modules
+# is among them, so a module that only imports because another of ours was imported first still fails.
+PRELOAD = ["torch", "transformers", "transformers.modeling_utils"]
+IMPORT_ALONE = """
+import importlib, sys, traceback
+early = sorted(m for m in sys.modules if m.split(".")[0] == {package!r})
+try:
+    assert not early, f"imported before the test: {{early}}"
+    importlib.import_module({name!r})
+except BaseException:
+    with open({report!r}, "w") as file:
+        traceback.print_exc(file=file)
+    raise SystemExit(1)
+"""
+
+
+@pytest.fixture(scope="module")
+def new_processes():
+    """A multiprocessing context whose processes fork from a server that imported PRELOAD (only that)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
+
+
+def _import_alone(context, name: str, folder: Path) -> tuple[int | None, str]:
+    """Import module `name` in a new process of `context`: its exit code and traceback."""
+    report = folder / f"{name}.traceback.txt"
+    process = context.Process(
+        target=exec, args=(IMPORT_ALONE.format(package=PACKAGE, name=name, report=str(report)), {})
+    )
+    process.start()
+    process.join(300)
+    return process.exitcode, report.read_text() if report.exists() else ""
+
+
 @pytest.mark.parametrize("name", sorted(n for n in MODULES if not n.endswith("__main__")))
-def test_every_module_imports_alone_in_a_fresh_interpreter(name):
+def test_every_module_imports_alone_in_a_new_process(name, new_processes, tmp_path):
     if name in OPTIONAL and importlib.util.find_spec(OPTIONAL[name]) is None:
         pytest.skip(f"{name} needs {OPTIONAL[name]} (an optional extra), which is not installed")
-    code = f"import importlib; importlib.import_module({name!r})"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    exitcode, failure = _import_alone(new_processes, name, tmp_path)
+    assert exitcode == 0, f"exit code {exitcode}: {failure[-3000:]}"
+
+
+def test_import_alone_fails_on_a_name_the_module_did_not_import(new_processes, tmp_path, monkeypatch):
+    """A module that uses torch without importing it fails there, though the server imported torch."""
+    (tmp_path / "uses_torch_unimported.py").write_text("x = torch.zeros(1)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # the new process takes this process's sys.path
+    exitcode, failure = _import_alone(new_processes, "uses_torch_unimported", tmp_path)
+    assert exitcode == 1 and "NameError: name 'torch' is not defined" in failure, failure
 
 
 def test_remote_code_unit_imports_only_itself_relatively():
