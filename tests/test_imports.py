@@ -140,6 +140,9 @@ def _import_alone(context, name: str, folder: Path) -> tuple[int | None, str]:
     )
     process.start()
     process.join(300)
+    if process.exitcode is None:  # still importing after 5 minutes
+        process.kill()
+        return None, f"{name} did not import within 300 s"
     return process.exitcode, report.read_text() if report.exists() else ""
 
 
