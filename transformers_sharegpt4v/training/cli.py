@@ -85,9 +85,6 @@ def run_argv(argv: list[str]) -> int:
         f"Trained stage {ours.stage}: {trainer.state.global_step} steps{loss}, {skipped} sample(s) skipped by the "
         f"collator, final model in {training_args.output_dir}."
     )
-    # Destroy the process group before the interpreter exits: a gloo group left to the exit's teardown
-    # sometimes aborted a rank ("terminate called without an active exception") after a finished run.
-    trainer.accelerator.end_training()
     return 0
 
 
